@@ -1,0 +1,133 @@
+"""Saving and loading checkpoints.
+
+Writes are atomic: the state goes to a temporary file in the same folder, is flushed to
+disk, then renamed over the target, so a process killed during a save leaves the previous
+checkpoint intact (at worst a stray ``*.tmp`` file that is ignored and cleaned up later).
+
+Layout of a run's ``ckpts/`` folder::
+
+    step_00001200.ckpt   one file per validation, named by global step (sorts by time)
+    best.ckpt            a copy of the best one so far
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from utils.errors import CheckpointError
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)\.ckpt$")
+BEST_NAME = "best.ckpt"
+TMP_SUFFIX = ".tmp"
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to a temporary file, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def atomic_copy(source: str | Path, target: str | Path) -> Path:
+    """Copy a file so that ``target`` is either the old or the complete new file."""
+    target = Path(target)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}{TMP_SUFFIX}")
+    try:
+        shutil.copyfile(source, tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return target
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint file; a missing or unreadable file is a CheckpointError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as error:  # torch raises several types for truncated/garbled files
+        raise CheckpointError(
+            f"{path}: cannot read checkpoint ({type(error).__name__}: {error})"
+        ) from error
+    if not isinstance(state, Mapping):
+        raise CheckpointError(
+            f"{path}: expected a dict in the checkpoint, got {type(state).__name__}"
+        )
+    return dict(state)
+
+
+def model_state_of(checkpoint: Mapping, path: str | Path) -> dict[str, torch.Tensor]:
+    """The model weights of a checkpoint of this project or of the original release."""
+    state = checkpoint.get("model_state")
+    if not isinstance(state, Mapping):
+        raise CheckpointError(
+            f"{path}: no 'model_state' in the checkpoint (keys: {sorted(checkpoint)[:10]})"
+        )
+    return dict(state)
+
+
+class CheckpointManager:
+    """Keeps the last ``keep_last`` step checkpoints and ``best.ckpt`` in ``directory``."""
+
+    def __init__(self, directory: str | Path, keep_last: int) -> None:
+        self.directory = Path(directory)
+        self.keep_last = keep_last
+        self._remove_stray_temporaries()
+
+    def step_path(self, global_step: int) -> Path:
+        return self.directory / f"step_{global_step:08d}.ckpt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.directory / BEST_NAME
+
+    def save(self, state: dict, global_step: int, is_best: bool) -> Path:
+        """Write the checkpoint of ``global_step``, refresh best.ckpt, drop the oldest."""
+        path = atomic_save(state, self.step_path(global_step))
+        if is_best:
+            atomic_copy(path, self.best_path)
+        for old in self.step_checkpoints()[: -self.keep_last]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def step_checkpoints(self) -> list[Path]:
+        """Existing step checkpoints, oldest first."""
+        if not self.directory.is_dir():
+            return []
+        found = [p for p in self.directory.iterdir() if CHECKPOINT_PATTERN.match(p.name)]
+        return sorted(found, key=lambda p: int(CHECKPOINT_PATTERN.match(p.name).group(1)))
+
+    def latest(self) -> Path | None:
+        checkpoints = self.step_checkpoints()
+        return checkpoints[-1] if checkpoints else None
+
+    def _remove_stray_temporaries(self) -> None:
+        if self.directory.is_dir():
+            for stray in self.directory.glob(f".*{TMP_SUFFIX}"):
+                logger.warning("removing %s left by an interrupted save", stray)
+                stray.unlink(missing_ok=True)
