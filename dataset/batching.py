@@ -1,0 +1,433 @@
+"""Datasets, collation and DataLoader construction.
+
+* :class:`SignDataset` yields one sample's temporally-sampled frames (uint8) and keypoints;
+  :class:`SignCollator` pads them into a batch by repeating each sample's last frame.
+  Frames stay uint8 until they reach the model's device, where
+  :func:`dataset.augmentation.augment_batch` crops, jitters and normalises them
+  (a quarter of the host-to-device traffic of float frames).
+* :class:`FeatureDataset` yields precomputed per-sample features (the sign-to-text stage);
+  :class:`FeatureCollator` zero-pads them.
+* :func:`build_dataloader` wraps either in a DataLoader with the right sampler.
+
+Batch layouts (B samples, T the longest clip in the batch):
+
+========================  =====================================  ===========================
+key                       shape / type                           notes
+========================  =====================================  ===========================
+``names``, ``glosses``,   ``list[str]`` (B)
+``texts``
+``videos``                uint8 ``(B, T, 3, H, W)`` RGB or None  padded with the last frame
+``keypoints``             float32 ``(B, T, K, 3)`` or None       (x, y, score), raw pixels
+``lengths``               int64 ``(B,)``                         real frames per sample
+``gloss_labels``          int64 ``(B, L)`` or None               padded with the pad id
+``gloss_lengths``         int64 ``(B,)`` or None
+========================  =====================================  ===========================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import logging
+import pickle
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+)
+
+from dataset.annotations import Sample
+from dataset.augmentation import TIME_STRIDE, sample_frame_indices
+from dataset.frames import FrameReader
+from dataset.gloss_vocabulary import GlossVocabulary
+from utils.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+
+class _EpochMixin:
+    """An epoch counter in shared memory: DataLoader workers (even persistent ones) see
+    :meth:`set_epoch` from the main process, so every epoch draws fresh augmentations."""
+
+    def _init_epoch(self) -> None:
+        self._epoch = torch.zeros((), dtype=torch.long).share_memory_()
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose random draws ``__getitem__`` uses (call before iterating)."""
+        self._epoch.fill_(int(epoch))
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
+
+def _skip(skipped: list[tuple[str, str]], name: str, reason: str) -> None:
+    logger.warning("skipping sample '%s': %s", name, reason)
+    skipped.append((name, reason))
+
+
+class SignDataset(_EpochMixin, Dataset):
+    """Samples with frames and/or keypoints for sign-to-gloss training and evaluation.
+
+    Args:
+        samples: the split's annotations.
+        frame_reader: reads RGB frames, or ``None`` for a keypoint-only model.
+        keypoints: sample name -> float32 ``(num_frames, K, 3)`` (see
+            :func:`dataset.keypoints.load_keypoints`), or ``None`` without keypoints.
+        vocabulary: the gloss vocabulary for the collated labels, or ``None``.
+        is_train: use training-time temporal augmentation.
+        tmin, tmax: temporal augmentation range (see ``sample_frame_indices``).
+        max_num_frames: longest clip a sample yields.
+        min_frames: samples with fewer frames are skipped (S3D downsamples time by 4).
+        require_gloss: skip samples with an empty gloss; default: when ``vocabulary`` is set.
+        seed: base seed; sample ``i`` in epoch ``e`` draws from ``(seed, e, i)``, so results
+            do not depend on the number of workers.
+        split: a label for log messages (e.g. ``"train"``).
+
+    Samples that cannot be used (missing from the keypoint file, keypoint frame count
+    different from ``num_frames``, empty gloss, too few frames) are skipped with a logged
+    warning and listed in :attr:`skipped` as ``(name, reason)``.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        *,
+        frame_reader: FrameReader | None = None,
+        keypoints: Mapping[str, np.ndarray] | None = None,
+        vocabulary: GlossVocabulary | None = None,
+        is_train: bool = False,
+        tmin: float = 1.0,
+        tmax: float = 1.0,
+        max_num_frames: int = 400,
+        min_frames: int = TIME_STRIDE,
+        require_gloss: bool | None = None,
+        seed: int = 0,
+        split: str = "",
+    ) -> None:
+        if frame_reader is None and keypoints is None:
+            raise ValueError("SignDataset needs a frame reader, keypoints or both")
+        self.frame_reader = frame_reader
+        self.keypoints = keypoints
+        self.vocabulary = vocabulary
+        self.is_train = is_train
+        self.tmin, self.tmax = tmin, tmax
+        self.max_num_frames = max_num_frames
+        self.min_frames = min_frames
+        self.require_gloss = vocabulary is not None if require_gloss is None else require_gloss
+        self.seed = seed
+        self.split = split
+        self.skipped: list[tuple[str, str]] = []
+        self.samples = [s for s in (self._validate(s) for s in samples) if s is not None]
+        if self.skipped:
+            logger.warning(
+                "%s: skipped %d of %d samples", split or "dataset", len(self.skipped), len(samples)
+            )
+        if not self.samples:
+            raise DataError(f"{split or 'dataset'}: no usable sample among {len(samples)}")
+        self.collate_fn = SignCollator(vocabulary)
+        self._init_epoch()
+
+    def _validate(self, sample: Sample) -> Sample | None:
+        """The sample with ``num_frames`` filled in, or ``None`` (logged) if unusable."""
+        skipped = self.skipped
+        kp = None
+        if self.keypoints is not None:
+            kp = self.keypoints.get(sample.name)
+            if kp is None:
+                _skip(skipped, sample.name, "missing from the keypoint file")
+                return None
+        num_frames = sample.num_frames
+        if num_frames is None:
+            # Manifest samples without a count: ask the reader (or the keypoints) once.
+            num_frames = self.frame_reader.count_frames(sample) if self.frame_reader else len(kp)
+            sample = dataclasses.replace(sample, num_frames=num_frames)
+        if kp is not None and len(kp) != num_frames:
+            reason = f"keypoints have {len(kp)} frames, the annotation says {num_frames}"
+            _skip(skipped, sample.name, reason)
+            return None
+        if self.require_gloss and not sample.gloss.strip():
+            _skip(skipped, sample.name, "empty gloss")
+            return None
+        if num_frames < self.min_frames:
+            _skip(skipped, sample.name, f"{num_frames} frames, fewer than {self.min_frames}")
+            return None
+        return sample
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """One sample: ``frames`` uint8 (T, 3, H, W) or None, ``keypoints`` float32
+        (T, K, 3) or None, ``length`` T, plus ``name``, ``gloss``, ``text``."""
+        sample = self.samples[index]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        indices = sample_frame_indices(
+            sample.num_frames, self.is_train, self.tmin, self.tmax, self.max_num_frames, rng
+        )
+        frames = None
+        if self.frame_reader is not None:
+            frames = torch.from_numpy(self.frame_reader.read(sample, indices)).permute(0, 3, 1, 2)
+        keypoints = None
+        if self.keypoints is not None:
+            keypoints = torch.from_numpy(self.keypoints[sample.name][indices])
+        return {
+            "name": sample.name,
+            "gloss": sample.gloss,
+            "text": sample.text,
+            "frames": frames,
+            "keypoints": keypoints,
+            "length": len(indices),
+        }
+
+
+def _replicate_pad(
+    tensors: Sequence[torch.Tensor], lengths: torch.Tensor, names: Sequence[str], what: str
+) -> torch.Tensor:
+    """Stack (T_i, ...) tensors into (B, T_max, ...), repeating each one's last entry."""
+    shapes = {tuple(t.shape[1:]) for t in tensors}
+    if len(shapes) > 1:
+        sizes = {n: tuple(t.shape[1:]) for n, t in zip(names, tensors)}
+        raise DataError(f"{what} differ in size within a batch: {sizes}; resize them on reading")
+    max_length = int(lengths.max())
+    # position t of sample b reads its frame min(t, length_b - 1)
+    source = torch.minimum(torch.arange(max_length)[None, :], (lengths - 1)[:, None])
+    out = torch.empty(len(tensors), max_length, *tensors[0].shape[1:], dtype=tensors[0].dtype)
+    for b, tensor in enumerate(tensors):
+        torch.index_select(tensor, 0, source[b], out=out[b])
+    return out
+
+
+class SignCollator:
+    """Collates :class:`SignDataset` items (a class, not a lambda, so workers can pickle it)."""
+
+    def __init__(self, vocabulary: GlossVocabulary | None = None) -> None:
+        self.vocabulary = vocabulary
+
+    def __call__(self, items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        names = [it["name"] for it in items]
+        glosses = [it["gloss"] for it in items]
+        lengths = torch.tensor([it["length"] for it in items], dtype=torch.long)
+        batch: dict[str, Any] = {
+            "names": names,
+            "glosses": glosses,
+            "texts": [it["text"] for it in items],
+            "lengths": lengths,
+            "videos": None,
+            "keypoints": None,
+            "gloss_labels": None,
+            "gloss_lengths": None,
+        }
+        if items[0]["frames"] is not None:
+            frames = [it["frames"] for it in items]
+            batch["videos"] = _replicate_pad(frames, lengths, names, "frames")
+        if items[0]["keypoints"] is not None:
+            keypoints = [it["keypoints"] for it in items]
+            batch["keypoints"] = _replicate_pad(keypoints, lengths, names, "keypoints")
+        if self.vocabulary is not None:
+            batch["gloss_labels"], batch["gloss_lengths"] = self.vocabulary.encode(glosses)
+        return batch
+
+
+# -- precomputed features (sign-to-text stage) ---------------------------------------------
+
+
+def load_feature_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read an ``extract_feature`` output: gzip-pickle list of dicts with ``name`` and
+    ``sign`` (T, D). Returns sample name -> float tensor (T, D)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"feature file {path} does not exist")
+    try:
+        with gzip.open(path, "rb") as f:
+            records = pickle.load(f)
+    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError) as e:
+        raise DataError(
+            f"cannot read feature file {path}: expected a gzip-compressed pickle of a list "
+            f"of dicts with 'name' and 'sign' ({type(e).__name__}: {e})"
+        ) from e
+    if not isinstance(records, list):
+        raise DataError(f"feature file {path} holds a {type(records).__name__}, expected a list")
+    features = {}
+    for i, record in enumerate(records):
+        if not isinstance(record, Mapping) or "name" not in record or "sign" not in record:
+            raise DataError(f"feature file {path}, record {i}: expected a dict with 'name', 'sign'")
+        sign = torch.as_tensor(record["sign"])
+        if sign.ndim != 2:
+            raise DataError(
+                f"feature file {path}, sample '{record['name']}': 'sign' has shape "
+                f"{tuple(sign.shape)}, expected (T, D)"
+            )
+        features[record["name"]] = sign
+    return features
+
+
+class PaddedFeatures(NamedTuple):
+    """Zero-padded features of a batch."""
+
+    values: torch.Tensor  # (B, T_max, D)
+    mask: torch.Tensor  # int64 (B, T_max): 1 on real steps, 0 on padding
+    lengths: torch.Tensor  # int64 (B,)
+
+
+FeatureSource = str | Path | Sequence[str | Path]
+
+
+class FeatureDataset(_EpochMixin, Dataset):
+    """Samples with precomputed features, e.g. ``head_rgb_input`` / ``head_keypoint_input``.
+
+    Args:
+        samples: the split's annotations.
+        features: feature name -> one file, or -> a list of files (the name then yields a
+            list of tensors, e.g. ``inputs_embeds_list`` of an ensemble).
+        vocabulary: the gloss vocabulary for collated labels, or ``None``.
+        require_gloss: skip samples with an empty gloss; default: when ``vocabulary`` is set.
+        split: a label for log messages.
+
+    A sample missing from a feature file is skipped with a warning naming the file.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        features: Mapping[str, FeatureSource],
+        *,
+        vocabulary: GlossVocabulary | None = None,
+        require_gloss: bool | None = None,
+        split: str = "",
+    ) -> None:
+        if not features:
+            raise ValueError("FeatureDataset needs at least one feature file")
+        self.is_list = {k: not isinstance(v, str | Path) for k, v in features.items()}
+        files = {
+            k: [Path(v)] if not self.is_list[k] else [Path(p) for p in v]
+            for k, v in features.items()
+        }
+        tables = {k: [(p, load_feature_file(p)) for p in paths] for k, paths in files.items()}
+        require_gloss = vocabulary is not None if require_gloss is None else require_gloss
+        self.skipped: list[tuple[str, str]] = []
+        self.samples: list[Sample] = []
+        self._features: list[dict[str, Any]] = []
+        for sample in samples:
+            missing = [p for ts in tables.values() for p, t in ts if sample.name not in t]
+            if missing:
+                _skip(self.skipped, sample.name, f"missing from feature file {missing[0]}")
+            elif require_gloss and not sample.gloss.strip():
+                _skip(self.skipped, sample.name, "empty gloss")
+            else:
+                self.samples.append(sample)
+                self._features.append(
+                    {
+                        k: [t[sample.name] for _, t in ts]
+                        if self.is_list[k]
+                        else ts[0][1][sample.name]
+                        for k, ts in tables.items()
+                    }
+                )
+        if not self.samples:
+            raise DataError(f"{split or 'dataset'}: no usable sample among {len(samples)}")
+        self.collate_fn = FeatureCollator(self.is_list, vocabulary)
+        self._init_epoch()
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.samples[index]
+        item = {"name": sample.name, "gloss": sample.gloss, "text": sample.text}
+        item.update(self._features[index])
+        return item
+
+
+def _zero_pad(tensors: Sequence[torch.Tensor]) -> PaddedFeatures:
+    lengths = torch.tensor([len(t) for t in tensors], dtype=torch.long)
+    max_length = int(lengths.max())
+    values = torch.zeros(len(tensors), max_length, *tensors[0].shape[1:], dtype=tensors[0].dtype)
+    for b, tensor in enumerate(tensors):
+        values[b, : len(tensor)] = tensor
+    mask = (torch.arange(max_length)[None, :] < lengths[:, None]).long()
+    return PaddedFeatures(values, mask, lengths)
+
+
+class FeatureCollator:
+    """Collates :class:`FeatureDataset` items: each feature becomes :class:`PaddedFeatures`
+    (or a list of them for list-valued features), under ``batch['features'][name]``."""
+
+    def __init__(self, is_list: Mapping[str, bool], vocabulary: GlossVocabulary | None = None):
+        self.is_list = dict(is_list)
+        self.vocabulary = vocabulary
+
+    def __call__(self, items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        glosses = [it["gloss"] for it in items]
+        features: dict[str, Any] = {}
+        for key, is_list in self.is_list.items():
+            if is_list:
+                count = len(items[0][key])
+                features[key] = [_zero_pad([it[key][i] for it in items]) for i in range(count)]
+            else:
+                features[key] = _zero_pad([it[key] for it in items])
+        batch: dict[str, Any] = {
+            "names": [it["name"] for it in items],
+            "glosses": glosses,
+            "texts": [it["text"] for it in items],
+            "features": features,
+            "gloss_labels": None,
+            "gloss_lengths": None,
+        }
+        if self.vocabulary is not None:
+            batch["gloss_labels"], batch["gloss_lengths"] = self.vocabulary.encode(glosses)
+        return batch
+
+
+# -- DataLoader ----------------------------------------------------------------------------
+
+
+def build_dataloader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    num_workers: int = 0,
+    seed: int = 0,
+    drop_last: bool = False,
+    collate_fn: Callable[[Sequence[Any]], Any] | None = None,
+) -> tuple[DataLoader, Sampler]:
+    """A DataLoader over ``dataset`` and its sampler.
+
+    Uses a :class:`DistributedSampler` when ``torch.distributed`` is initialised, else a
+    seeded :class:`RandomSampler` (``shuffle``) or a :class:`SequentialSampler`. Call
+    ``sampler.set_epoch(e)`` (distributed) and ``dataset.set_epoch(e)`` before each epoch.
+    Workers persist across epochs; memory is pinned when CUDA is available.
+
+    Returns:
+        (loader, sampler)
+    """
+    sampler: Sampler
+    if dist.is_available() and dist.is_initialized():
+        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    elif shuffle:
+        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
+    else:
+        sampler = SequentialSampler(dataset)
+    collate = collate_fn if collate_fn is not None else getattr(dataset, "collate_fn", None)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=num_workers > 0,
+        drop_last=drop_last,
+    )
+    return loader, sampler
