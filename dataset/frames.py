@@ -74,7 +74,10 @@ def _stack(frames: list[np.ndarray], inverse: np.ndarray, where: str) -> np.ndar
     shapes = {f.shape for f in frames}
     if len(shapes) > 1:
         raise DataError(f"{where}: frames differ in size {sorted(shapes)}")
-    return np.stack(frames)[inverse]
+    stacked = np.stack(frames)
+    if np.array_equal(inverse, np.arange(len(frames))):  # already sorted and distinct
+        return stacked
+    return stacked[inverse]
 
 
 def _unique(indices: Indices, sample: Sample) -> tuple[np.ndarray, np.ndarray]:

@@ -176,3 +176,18 @@ def test_crop_consistent_between_streams():
         if checked == 8:
             break
     assert checked >= 5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("is_train", [True, False])
+def test_cuda_matches_cpu(is_train: bool):
+    config = SpatialAugmentation(
+        img_size=32, heatmap_size=16, color_jitter=True, color_jitter_prob=1.0
+    )
+    videos = torch.randint(0, 256, (2, 4, 3, 40, 36), dtype=torch.uint8)
+    heatmaps = torch.rand(2, 4, 5, 20, 18)
+    cpu = augment_batch(videos, heatmaps, is_train, config, generator=3)
+    gpu = augment_batch(videos.cuda(), heatmaps.cuda(), is_train, config, generator=3)
+    assert gpu[0].device.type == "cuda" and gpu[1].device.type == "cuda"
+    torch.testing.assert_close(gpu[0].cpu(), cpu[0], atol=1e-4, rtol=0)
+    torch.testing.assert_close(gpu[1].cpu(), cpu[1], atol=1e-5, rtol=0)

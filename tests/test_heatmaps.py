@@ -79,3 +79,13 @@ def test_confidence_weighting():
 def test_rejects_bad_shape():
     with pytest.raises(ValueError, match=r"\(B, T, K, 3\)"):
         render_heatmaps(torch.zeros(2, 5, 3), (10, 10))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_renders_on_the_keypoints_device():
+    kp = _random_keypoints(torch.Generator().manual_seed(4))
+    on_gpu = render_heatmaps(kp.cuda(), (260, 210), (64, 64), sigma=4.0, chunk_size=7)
+    assert on_gpu.device.type == "cuda"
+    torch.testing.assert_close(
+        on_gpu.cpu(), render_heatmaps(kp, (260, 210), (64, 64), 4.0), atol=1e-6, rtol=0
+    )
