@@ -313,27 +313,19 @@ class FeatureDataset(_EpochMixin, Dataset):
             k: [Path(v)] if not self.is_list[k] else [Path(p) for p in v]
             for k, v in features.items()
         }
-        tables = {k: [(p, load_feature_file(p)) for p in paths] for k, paths in files.items()}
+        # feature name -> [(file, sample name -> (T, D))]
+        self._tables = {k: [(p, load_feature_file(p)) for p in ps] for k, ps in files.items()}
         require_gloss = vocabulary is not None if require_gloss is None else require_gloss
         self.skipped: list[tuple[str, str]] = []
         self.samples: list[Sample] = []
-        self._features: list[dict[str, Any]] = []
         for sample in samples:
-            missing = [p for ts in tables.values() for p, t in ts if sample.name not in t]
+            missing = [p for ts in self._tables.values() for p, t in ts if sample.name not in t]
             if missing:
                 _skip(self.skipped, sample.name, f"missing from feature file {missing[0]}")
             elif require_gloss and not sample.gloss.strip():
                 _skip(self.skipped, sample.name, "empty gloss")
             else:
                 self.samples.append(sample)
-                self._features.append(
-                    {
-                        k: [t[sample.name] for _, t in ts]
-                        if self.is_list[k]
-                        else ts[0][1][sample.name]
-                        for k, ts in tables.items()
-                    }
-                )
         if not self.samples:
             raise DataError(f"{split or 'dataset'}: no usable sample among {len(samples)}")
         self.collate_fn = FeatureCollator(self.is_list, vocabulary)
@@ -344,8 +336,10 @@ class FeatureDataset(_EpochMixin, Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.samples[index]
-        item = {"name": sample.name, "gloss": sample.gloss, "text": sample.text}
-        item.update(self._features[index])
+        item: dict[str, Any] = {"name": sample.name, "gloss": sample.gloss, "text": sample.text}
+        for key, tables in self._tables.items():
+            found = [table[sample.name] for _, table in tables]
+            item[key] = found if self.is_list[key] else found[0]
         return item
 
 

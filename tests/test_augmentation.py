@@ -101,8 +101,9 @@ def test_train_shapes_layout_and_range():
 
 
 def test_determinism_with_seed():
-    config = SpatialAugmentation(img_size=24, heatmap_size=12, color_jitter=True)
-    config = SpatialAugmentation(**{**config.__dict__, "color_jitter_prob": 1.0})
+    config = SpatialAugmentation(
+        img_size=24, heatmap_size=12, color_jitter=True, color_jitter_prob=1.0
+    )
     videos = torch.randint(0, 256, (2, 4, 3, 30, 26), dtype=torch.uint8)
     heatmaps = torch.rand(2, 4, 3, 15, 13)
     a = augment_batch(videos, heatmaps, True, config, generator=11)
