@@ -1,0 +1,619 @@
+"""A small synthetic sign-language dataset in the on-disk formats of the real ones.
+
+``python -m dataset.synthetic --out data/demo [--seed 0]`` writes, deterministically:
+
+* ``demo-videos.zip``: Phoenix-2014T-style frames, members
+  ``images/<name>/images0001.png`` (1-based, 4 digits), RGB, ``frame_size`` pixels.
+* ``demo-keypoints.pkl``: ``dict[name, {'keypoints': float32 (T, 133, 3)}]``, COCO-WholeBody
+  ``(x, y, score)`` in frame pixels (0..10 body, 23..90 face, 91..111 left hand,
+  112..132 right hand; "left" is the signer's left, i.e. the image's right side).
+* ``demo.train``, ``demo.dev``, ``demo.test``: gzip-compressed pickles of lists of dicts
+  (``name``, ``signer``, ``gloss``, ``text``, ``sign``, ``num_frames``, ``alignments``) as
+  in the published Phoenix-2014T files.
+* ``gloss2ids.pkl``: TwoStream-style gloss vocabulary (specials, language codes, then
+  the lower-case glosses).
+* ``demo-info.json``: the generation settings, written last (marks a complete dataset).
+
+The data is learnable by construction. Every gloss is a fixed two-handed movement: the
+right hand starts at one of 4 places and follows one of 5 paths, the left hand the other
+way round, and the hand shape (open or fist) and rotation depend on the gloss too. The
+movement is rendered into the frames and written, point for point, into the hand and
+body keypoints, so both streams carry the signal. Samples vary in speed (6..10 frames
+per gloss), amplitude, position and keypoint noise; signers vary background, skin and
+shirt colours. Texts are a deterministic function of the gloss sequence (a tiny German
+grammar with verb-second word order, articles and reordering), see :func:`gloss_to_text`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import json
+import logging
+import math
+import os
+import pickle
+import zipfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from utils.errors import ConfigurationError
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "dev", "test")
+NUM_POINTS = 133
+LEFT_HAND = slice(91, 112)
+RIGHT_HAND = slice(112, 133)
+FACE = slice(23, 91)
+SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>", "zh_CN", "de_DE", "zh_CSL", "de_DGS")
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps keep the zip byte-identical
+PICKLE_PROTOCOL = 4
+
+
+@dataclass(frozen=True)
+class GlossSign:
+    """One gloss: its word class and German words for the text grammar."""
+
+    gloss: str
+    category: str  # "noun", "time", "place" or "adj"
+    words: str
+    plural: bool = False
+
+
+GLOSS_SIGNS: tuple[GlossSign, ...] = (
+    GlossSign("REGEN", "noun", "der regen"),
+    GlossSign("SONNE", "noun", "die sonne"),
+    GlossSign("MORGEN", "time", "morgen"),
+    GlossSign("NORD", "place", "im norden"),
+    GlossSign("WIND", "noun", "der wind"),
+    GlossSign("KALT", "adj", "kalt"),
+    GlossSign("HEUTE", "time", "heute"),
+    GlossSign("WOLKE", "noun", "die wolken", plural=True),
+    GlossSign("SUED", "place", "im süden"),
+    GlossSign("WARM", "adj", "warm"),
+    GlossSign("SCHNEE", "noun", "der schnee"),
+    GlossSign("NACHT", "time", "in der nacht"),
+    GlossSign("STARK", "adj", "kräftig"),
+    GlossSign("GEWITTER", "noun", "das gewitter"),
+    GlossSign("NEBEL", "noun", "der nebel"),
+    GlossSign("WEST", "place", "im westen"),
+    GlossSign("FROST", "noun", "der frost"),
+    GlossSign("MILD", "adj", "mild"),
+    GlossSign("OST", "place", "im osten"),
+    GlossSign("WOCHENENDE", "time", "am wochenende"),
+)
+"""All glosses; a dataset with ``vocab_size = n`` uses the first ``n``."""
+
+# Hand movements, in fractions of the frame (x right, y down). Gloss k uses place
+# k % 4 and path k // 4 for the right hand, and the reverse for the left hand.
+RIGHT_HAND_STARTS = ((0.26, 0.52), (0.18, 0.70), (0.38, 0.70), (0.28, 0.86))
+LEFT_HAND_STARTS = ((0.74, 0.52), (0.82, 0.70), (0.62, 0.70), (0.72, 0.86), (0.66, 0.40))
+PATHS = ((0.16, 0.0), (0.0, -0.18), (-0.12, 0.10), (0.10, 0.12), (-0.08, -0.14))
+REST_RIGHT, REST_LEFT = (0.30, 0.88), (0.70, 0.88)
+
+# Static body layout (fractions of the frame, before the per-sample offset).
+HEAD_CENTRE, HEAD_RADIUS = (0.50, 0.20), 0.10
+RIGHT_SHOULDER, LEFT_SHOULDER = (0.32, 0.40), (0.68, 0.40)
+HAND_LENGTH = 0.13  # wrist to fingertip
+FINGER_SPREAD = (-1.0, -0.4, -0.12, 0.14, 0.4)  # base directions, thumb to little finger
+FINGER_LENGTH_SCALE = (0.7, 1.0, 1.0, 1.0, 0.7)
+# Hand point indices drawn as one line per finger: wrist, then the finger's 4 points.
+FINGER_CHAINS = tuple((0, *range(1 + 4 * f, 5 + 4 * f)) for f in range(5))
+
+# Per signer: background, skin, shirt (RGB).
+SIGNER_PALETTES = (
+    ((40, 60, 110), (230, 190, 160), (30, 30, 30)),
+    ((90, 110, 60), (200, 150, 110), (150, 40, 40)),
+    ((120, 120, 130), (250, 215, 185), (20, 50, 120)),
+    ((70, 40, 80), (170, 120, 80), (210, 210, 200)),
+)
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Generation settings (all sizes are options of the CLI too)."""
+
+    num_train: int = 300
+    num_dev: int = 40
+    num_test: int = 40
+    frame_size: tuple[int, int] = (64, 64)  # (height, width)
+    vocab_size: int = 16
+    min_glosses: int = 2
+    max_glosses: int = 5
+    min_frames_per_gloss: int = 6
+    max_frames_per_gloss: int = 10
+    rest_frames: int = 2  # hands at rest before and after the sentence
+    num_signers: int = 4
+    keypoint_noise: float = 0.4  # pixels
+    prefix: str = "demo"
+
+    def __post_init__(self) -> None:
+        # Accept a list (JSON, argparse); keep a tuple so the settings compare and hash.
+        object.__setattr__(self, "frame_size", tuple(int(v) for v in self.frame_size))
+        problems = []
+        if min(self.num_train, self.num_dev, self.num_test) < 1:
+            problems.append("num_train, num_dev and num_test must be >= 1")
+        if len(self.frame_size) != 2 or min(self.frame_size) < 32:
+            problems.append(f"frame_size {self.frame_size} must be at least 32x32")
+        if not 2 <= self.vocab_size <= len(GLOSS_SIGNS):
+            problems.append(f"vocab_size must be in 2..{len(GLOSS_SIGNS)}")
+        if not 1 <= self.min_glosses <= self.max_glosses <= self.vocab_size:
+            problems.append("need 1 <= min_glosses <= max_glosses <= vocab_size")
+        # The recognition network downsamples time by 4: a gloss needs >= 4 frames.
+        if not 4 <= self.min_frames_per_gloss <= self.max_frames_per_gloss:
+            problems.append("need 4 <= min_frames_per_gloss <= max_frames_per_gloss")
+        if self.rest_frames < 0 or not 1 <= self.num_signers <= len(SIGNER_PALETTES):
+            problems.append(f"need rest_frames >= 0 and num_signers in 1..{len(SIGNER_PALETTES)}")
+        if problems:
+            raise ConfigurationError("invalid synthetic dataset settings: " + "; ".join(problems))
+
+    def split_size(self, split: str) -> int:
+        return {"train": self.num_train, "dev": self.num_dev, "test": self.num_test}[split]
+
+
+@dataclass(frozen=True)
+class SamplePlan:
+    """Everything random about one sample, drawn before rendering.
+
+    ``spans[i]`` is the ``[start, end)`` frame range of gloss ``i``.
+    """
+
+    name: str
+    signer: int
+    glosses: tuple[str, ...]
+    spans: tuple[tuple[int, int], ...]
+    num_frames: int
+    seed: tuple[int, ...] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class DemoPaths:
+    """Where the generated files are."""
+
+    root: Path
+    frames_zip: Path
+    keypoints: Path
+    gloss2ids: Path
+    info: Path
+    annotations: dict[str, Path]
+
+
+# ------------------------------------------------------------------ text
+
+
+def gloss_to_text(glosses: Sequence[str]) -> str:
+    """The German-like sentence of a gloss sequence (lower case, ends with ``' .'``).
+
+    Time words go first and move the verb before the subject (verb second), nouns get
+    their article and become the subject, adjectives the predicate, places go last::
+
+        MORGEN REGEN NORD -> "morgen kommt der regen im norden ."
+        STARK WIND        -> "der wind ist kräftig ."
+    """
+    signs = {sign.gloss: sign for sign in GLOSS_SIGNS}
+    unknown = [g for g in glosses if g not in signs]
+    if unknown:
+        raise ConfigurationError(f"glosses {unknown} are not synthetic glosses")
+    by_class: dict[str, list[GlossSign]] = {"noun": [], "time": [], "place": [], "adj": []}
+    for gloss in glosses:
+        by_class[signs[gloss].category].append(signs[gloss])
+    nouns, adjectives = by_class["noun"], by_class["adj"]
+    plural = len(nouns) > 1 or any(n.plural for n in nouns)
+    subject = " und ".join(n.words for n in nouns) if nouns else "es"
+    if adjectives:
+        verb = ("sind" if plural else "ist") if nouns else "wird"
+        complement = " und ".join(a.words for a in adjectives)
+    elif nouns:
+        verb, complement = ("kommen" if plural else "kommt"), ""
+    else:
+        verb, complement = "bleibt", "ruhig"
+    times = " ".join(t.words for t in by_class["time"])
+    clause = [times, verb, subject] if times else [subject, verb]
+    places = " und ".join(p.words for p in by_class["place"])
+    words = [*clause, complement, places, "."]
+    return " ".join(w for w in words if w)
+
+
+# ------------------------------------------------------------------ planning
+
+
+def plan_split(config: SyntheticConfig, split: str, seed: int) -> list[SamplePlan]:
+    """Draw the gloss sequences, signers and timings of one split."""
+    split_index = SPLITS.index(split)
+    vocabulary = [sign.gloss for sign in GLOSS_SIGNS[: config.vocab_size]]
+    plans = []
+    for index in range(config.split_size(split)):
+        sample_seed = (seed, split_index, index)
+        rng = np.random.default_rng(sample_seed)
+        length = int(rng.integers(config.min_glosses, config.max_glosses + 1))
+        glosses = tuple(vocabulary[i] for i in rng.choice(len(vocabulary), length, replace=False))
+        durations = rng.integers(
+            config.min_frames_per_gloss, config.max_frames_per_gloss + 1, length
+        )
+        start, spans = config.rest_frames, []
+        for duration in durations:
+            spans.append((start, start + int(duration)))
+            start += int(duration)
+        plans.append(
+            SamplePlan(
+                name=f"{split}/{config.prefix}-{index + 1:04d}",
+                signer=int(rng.integers(config.num_signers)),
+                glosses=glosses,
+                spans=tuple(spans),
+                num_frames=start + config.rest_frames,
+                seed=sample_seed,
+            )
+        )
+    return plans
+
+
+# ------------------------------------------------------------------ keypoints
+
+
+@dataclass(frozen=True)
+class GlossMotion:
+    """The fixed movement of one gloss (fractions of the frame, radians).
+
+    Each hand moves from ``*_start`` by ``*_path``; fingers point along ``angle`` (the
+    right hand's; the left hand's is mirrored), which turns by ``turn`` over the gloss.
+    """
+
+    right_start: np.ndarray
+    right_path: np.ndarray
+    left_start: np.ndarray
+    left_path: np.ndarray
+    openness: float  # 1 open hand, 0 fist
+    angle: float
+    turn: float
+
+
+def gloss_motion(gloss_index: int) -> GlossMotion:
+    """Movement of gloss ``GLOSS_SIGNS[gloss_index]``: place k % 4 and path k // 4."""
+    place, path = gloss_index % 4, gloss_index // 4
+    dx, dy = PATHS[place]
+    return GlossMotion(
+        right_start=np.array(RIGHT_HAND_STARTS[place]),
+        right_path=np.array(PATHS[path]),
+        left_start=np.array(LEFT_HAND_STARTS[path]),
+        left_path=np.array([-dx, dy]),  # the left hand moves mirrored
+        openness=float((place + path) % 2 == 0),
+        angle=-math.pi / 2 + 0.35 * (path - 2),  # fingers roughly up
+        turn=0.7 if place % 2 else -0.7,
+    )
+
+
+def _hand_points(
+    palm: np.ndarray, angle: np.ndarray, openness: np.ndarray, mirror: bool
+) -> np.ndarray:
+    """21 hand points per frame (wrist, then 4 per finger, thumb first): ``(T, 21, 2)``.
+
+    Args:
+        palm: palm centres ``(T, 2)`` in fractions of the frame.
+        angle: direction the fingers point ``(T,)``, radians (image y points down).
+        openness: ``(T,)``, 1 for an open hand, 0 for a fist.
+        mirror: spread the fingers the other way round (the left hand).
+    """
+    frames = len(palm)
+    direction = np.stack([np.cos(angle), np.sin(angle)], axis=-1)
+    wrist = palm - 0.35 * HAND_LENGTH * direction
+    spread = (-1.0 if mirror else 1.0) * np.array(FINGER_SPREAD)
+    base_angle = angle[:, None] + spread * (0.6 + 0.5 * openness[:, None])
+    base = wrist[:, None] + 0.45 * HAND_LENGTH * np.stack(
+        [np.cos(base_angle), np.sin(base_angle)], -1
+    )
+    tip_angle = angle[:, None] + 0.5 * spread
+    tip_direction = np.stack([np.cos(tip_angle), np.sin(tip_angle)], axis=-1)
+    length = HAND_LENGTH * (0.25 + 0.4 * openness[:, None]) * np.array(FINGER_LENGTH_SCALE)
+    steps = np.arange(4) / 3  # the 4 points of a finger, from its base to its tip
+    joints = base[:, :, None] + tip_direction[:, :, None] * (length[:, :, None] * steps)[..., None]
+    return np.concatenate([wrist[:, None], joints.reshape(frames, 20, 2)], axis=1)
+
+
+def _ellipse(
+    centre: tuple[float, float], radii: tuple[float, float], count: int
+) -> list[np.ndarray]:
+    """``count`` points on an ellipse, clockwise on screen from its right end."""
+    return [
+        np.array(centre) + radii * np.array([math.cos(a), math.sin(a)])
+        for a in np.linspace(0.0, 2 * math.pi, count, endpoint=False)
+    ]
+
+
+def _face_points(centre: np.ndarray) -> np.ndarray:
+    """68 face landmarks in iBUG order (jaw, brows, nose, eyes, mouth), ``(68, 2)``.
+
+    Coordinates are in units of the head radius around ``centre`` (fractions of the frame).
+    """
+    jaw = [np.array([-0.9 * math.cos(a), math.sin(a)]) for a in np.linspace(0.0, math.pi, 17)]
+    brows = [
+        np.array([x, -0.45]) for x in (*np.linspace(-0.7, -0.15, 5), *np.linspace(0.15, 0.7, 5))
+    ]
+    nose = [np.array([0.0, y]) for y in np.linspace(-0.3, 0.1, 4)]
+    nose += [np.array([x, 0.2]) for x in np.linspace(-0.25, 0.25, 5)]
+    eyes = _ellipse((-0.4, -0.2), (0.15, 0.07), 6) + _ellipse((0.4, -0.2), (0.15, 0.07), 6)
+    mouth = _ellipse((0.0, 0.5), (0.35, 0.12), 12) + _ellipse((0.0, 0.5), (0.2, 0.05), 8)
+    return centre + HEAD_RADIUS * np.stack(jaw + brows + nose + eyes + mouth)
+
+
+def _ease(s: np.ndarray) -> np.ndarray:
+    """Smooth start and stop of a movement, ``s`` in [0, 1]."""
+    return 0.5 - 0.5 * np.cos(np.pi * s)
+
+
+def _hand_tracks(plan: SamplePlan, rng: np.random.Generator) -> np.ndarray:
+    """Palm centre (x, y), finger angle and openness per frame and hand: ``(T, 2, 4)``.
+
+    Hand 0 is the signer's right hand (image left), hand 1 the left hand.
+    """
+    tracks = np.empty((plan.num_frames, 2, 4))
+    tracks[:, 0] = (*REST_RIGHT, math.pi / 2, 1.0)  # resting hands point down
+    tracks[:, 1] = (*REST_LEFT, math.pi / 2, 1.0)
+    gloss_index = {sign.gloss: i for i, sign in enumerate(GLOSS_SIGNS)}
+    for gloss, (start, end) in zip(plan.glosses, plan.spans, strict=True):
+        motion = gloss_motion(gloss_index[gloss])
+        amplitude = rng.uniform(0.85, 1.15)
+        progress = _ease((np.arange(end - start) / (end - start - 1)) ** rng.uniform(0.8, 1.25))
+        angle = motion.angle + motion.turn * progress
+        for hand, (origin, path) in enumerate(
+            [(motion.right_start, motion.right_path), (motion.left_start, motion.left_path)]
+        ):
+            origin = origin + rng.normal(0.0, 0.01, 2)
+            tracks[start:end, hand, :2] = origin + amplitude * progress[:, None] * path
+            tracks[start:end, hand, 2] = angle if hand == 0 else math.pi - angle
+            tracks[start:end, hand, 3] = motion.openness
+    return tracks
+
+
+def render_keypoints(plan: SamplePlan, config: SyntheticConfig) -> np.ndarray:
+    """COCO-WholeBody keypoints of a planned sample: float32 ``(T, 133, 3)``, pixels."""
+    rng = np.random.default_rng((*plan.seed, 1))
+    height, width = config.frame_size
+    offset = rng.uniform(-0.03, 0.03, 2)
+    tracks = _hand_tracks(plan, rng)
+    points = np.zeros((plan.num_frames, NUM_POINTS, 2))
+    head = np.array(HEAD_CENTRE) + offset
+    face = _face_points(head)
+    points[:, FACE] = face
+    for hand, part in enumerate((RIGHT_HAND, LEFT_HAND)):
+        track = tracks[:, hand]
+        points[:, part] = _hand_points(track[:, :2] + offset, track[:, 2], track[:, 3], hand == 1)
+    shoulders = np.array([LEFT_SHOULDER, RIGHT_SHOULDER]) + offset
+    wrists = np.stack([points[:, LEFT_HAND.start], points[:, RIGHT_HAND.start]], axis=1)
+    elbows = 0.5 * (shoulders + wrists) + np.array([[0.06, 0.04], [-0.06, 0.04]])
+    points[:, 0] = face[30]  # nose tip
+    points[:, 1], points[:, 2] = face[42:48].mean(0), face[36:42].mean(0)  # left, right eye
+    points[:, 3], points[:, 4] = head + (HEAD_RADIUS, 0), head - (HEAD_RADIUS, 0)  # ears
+    points[:, 5], points[:, 6] = shoulders
+    points[:, 7], points[:, 8] = elbows[:, 0], elbows[:, 1]
+    points[:, 9], points[:, 10] = wrists[:, 0], wrists[:, 1]
+    pixels = points * (width, height) + rng.normal(0.0, config.keypoint_noise, points.shape)
+    scores = rng.uniform(0.75, 1.0, (plan.num_frames, NUM_POINTS, 1))
+    return np.concatenate([pixels, scores], axis=-1).astype(np.float32)
+
+
+# ------------------------------------------------------------------ frames
+
+
+def _pixel(points: np.ndarray) -> np.ndarray:
+    """Keypoint pixel positions as int32 for OpenCV drawing."""
+    return np.rint(points[..., :2]).astype(np.int32)
+
+
+def _static_layer(keypoints: np.ndarray, signer: int, frame_size: tuple[int, int]) -> np.ndarray:
+    """Background, torso and head of a sample (they do not move): uint8 ``(H, W, 3)``."""
+    height, width = frame_size
+    background, skin, shirt = SIGNER_PALETTES[signer]
+    canvas = np.empty((height, width, 3), np.uint8)
+    canvas[:] = background
+    first = keypoints[0]
+    left_shoulder, right_shoulder = first[5, :2], first[6, :2]
+    torso = np.array(
+        [
+            right_shoulder,
+            left_shoulder,
+            (left_shoulder[0] + 3, height * 1.2),
+            (right_shoulder[0] - 3, height * 1.2),
+        ]
+    )
+    cv2.fillPoly(canvas, [_pixel(torso)], shirt)
+    head = first[FACE].mean(0)
+    cv2.circle(canvas, tuple(_pixel(head)), round(HEAD_RADIUS * width * 1.05), skin, -1)
+    dark = tuple(c // 3 for c in skin)
+    for eye in (first[1], first[2]):
+        cv2.circle(canvas, tuple(_pixel(eye)), 1, dark, -1)
+    cv2.polylines(canvas, [_pixel(first[71:83])], True, dark, 1)  # outer lips
+    return canvas
+
+
+def render_frames(keypoints: np.ndarray, signer: int, frame_size: tuple[int, int]) -> np.ndarray:
+    """Draw a sample's frames from its keypoints: uint8 RGB ``(T, H, W, 3)``.
+
+    Arms run shoulder - elbow - wrist; every hand point is a vertex of the drawn finger
+    lines, so the pixel at each (rounded) hand keypoint shows the hand.
+    """
+    _, skin, shirt = SIGNER_PALETTES[signer]
+    sleeve = tuple(int(c * 0.7 + 40) for c in shirt)
+    palm_radius = max(1, round(0.025 * frame_size[1]))
+    pixels = _pixel(keypoints)
+    # OpenCV needs C-contiguous point arrays; fancy indexing may return other layouts.
+    arms = np.ascontiguousarray(pixels[:, [[5, 7, 9], [6, 8, 10]]])  # (T, 2 arms, 3 points, 2)
+    hands = [
+        np.ascontiguousarray(pixels[:, part][:, np.array(FINGER_CHAINS)])
+        for part in (LEFT_HAND, RIGHT_HAND)
+    ]
+    palms = [np.rint(h[:, [0, 1, 4], 1].mean(1)).astype(int) for h in hands]  # wrist, index, little
+    frames = np.empty((len(keypoints), *frame_size, 3), np.uint8)
+    frames[:] = _static_layer(keypoints, signer, frame_size)
+    for t, frame in enumerate(frames):  # each frame is a contiguous view OpenCV draws into
+        cv2.polylines(frame, list(arms[t]), False, sleeve, 2)
+        for fingers, palm in zip(hands, palms, strict=True):
+            cv2.circle(frame, (int(palm[t, 0]), int(palm[t, 1])), palm_radius, skin, -1)
+            cv2.polylines(frame, list(fingers[t]), False, skin, 1)
+    return frames
+
+
+def encode_png_frames(frames: np.ndarray) -> list[bytes]:
+    """PNG-encode RGB frames ``(T, H, W, 3)``."""
+    bgr = np.ascontiguousarray(frames[..., ::-1])
+    encoded = []
+    for frame in bgr:
+        ok, data = cv2.imencode(".png", frame)
+        if not ok:
+            raise RuntimeError("OpenCV failed to encode a PNG frame")
+        encoded.append(data.tobytes())
+    return encoded
+
+
+# ------------------------------------------------------------------ files
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write via a temporary file so a reader never sees a half-written file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class _StablePickler(pickle.Pickler):
+    """Pickles empty float tensors as ``torch.zeros(shape)``.
+
+    torch's own reduction names a tensor's storage by its memory address, which would
+    make otherwise identical files differ from run to run. Plain ``pickle.load`` still
+    returns a real (empty) tensor.
+    """
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, torch.Tensor) and obj.numel() == 0 and obj.dtype == torch.float32:
+            return torch.zeros, (tuple(obj.shape),)
+        return NotImplemented
+
+
+def _gzip_pickle(obj: object) -> bytes:
+    """Gzip-compressed pickle with a zero timestamp (byte-identical across runs)."""
+    buffer = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, mtime=0) as handle:
+        _StablePickler(handle, protocol=PICKLE_PROTOCOL).dump(obj)
+    return buffer.getvalue()
+
+
+def _annotation(plan: SamplePlan, signer_names: Sequence[str]) -> dict:
+    """One record in the published Phoenix-2014T key order."""
+    return {
+        "name": plan.name,
+        "signer": signer_names[plan.signer],
+        "gloss": " ".join(plan.glosses),
+        "text": gloss_to_text(plan.glosses),
+        "sign": torch.zeros(0),
+        "num_frames": plan.num_frames,
+        "alignments": {},
+    }
+
+
+def _gloss_to_ids(config: SyntheticConfig) -> dict[str, int]:
+    tokens = [*SPECIAL_TOKENS, *(s.gloss.lower() for s in GLOSS_SIGNS[: config.vocab_size])]
+    return {token: index for index, token in enumerate(tokens)}
+
+
+def demo_paths(out_dir: str | Path, prefix: str = "demo") -> DemoPaths:
+    """The file locations of a dataset generated into ``out_dir``."""
+    root = Path(out_dir)
+    return DemoPaths(
+        root=root,
+        frames_zip=root / f"{prefix}-videos.zip",
+        keypoints=root / f"{prefix}-keypoints.pkl",
+        gloss2ids=root / "gloss2ids.pkl",
+        info=root / f"{prefix}-info.json",
+        annotations={split: root / f"{prefix}.{split}" for split in SPLITS},
+    )
+
+
+def _info(config: SyntheticConfig, seed: int) -> dict:
+    return {"seed": seed, **asdict(config), "frame_size": list(config.frame_size)}
+
+
+def generate_demo_dataset(out_dir: str | Path, seed: int = 0, **options: Any) -> DemoPaths:
+    """Generate the dataset into ``out_dir`` (created if needed); returns its paths.
+
+    Args:
+        seed: the same seed and options give byte-identical files.
+        options: fields of :class:`SyntheticConfig` (``num_train``, ``frame_size``, ...).
+    """
+    config = SyntheticConfig(**options)
+    paths = demo_paths(out_dir, config.prefix)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    signer_names = [f"Signer{i + 1:02d}" for i in range(config.num_signers)]
+    all_keypoints: dict[str, dict[str, np.ndarray]] = {}
+    zip_buffer = io.BytesIO()
+    with zipfile.ZipFile(zip_buffer, "w", zipfile.ZIP_STORED) as archive:
+        for split in SPLITS:
+            plans = plan_split(config, split, seed)
+            for plan in plans:
+                keypoints = render_keypoints(plan, config)
+                all_keypoints[plan.name] = {"keypoints": keypoints}
+                frames = render_frames(keypoints, plan.signer, config.frame_size)
+                for t, png in enumerate(encode_png_frames(frames)):
+                    member = zipfile.ZipInfo(f"images/{plan.name}/images{t + 1:04d}.png", ZIP_DATE)
+                    archive.writestr(member, png)
+            records = [_annotation(plan, signer_names) for plan in plans]
+            _atomic_write(paths.annotations[split], _gzip_pickle(records))
+            logger.info("%s: %d samples", split, len(records))
+    _atomic_write(paths.frames_zip, zip_buffer.getvalue())
+    _atomic_write(paths.keypoints, pickle.dumps(all_keypoints, protocol=PICKLE_PROTOCOL))
+    _atomic_write(paths.gloss2ids, pickle.dumps(_gloss_to_ids(config), protocol=PICKLE_PROTOCOL))
+    _atomic_write(paths.info, json.dumps(_info(config, seed), indent=1).encode())
+    logger.info("synthetic dataset written to %s", paths.root)
+    return paths
+
+
+def ensure_demo_dataset(out_dir: str | Path, seed: int = 0, **options: Any) -> DemoPaths:
+    """Generate the dataset unless ``out_dir`` already holds one made with the same settings."""
+    config = SyntheticConfig(**options)
+    paths = demo_paths(out_dir, config.prefix)
+    files = [paths.frames_zip, paths.keypoints, paths.gloss2ids, *paths.annotations.values()]
+    try:
+        existing = json.loads(paths.info.read_text())
+    except (OSError, ValueError):
+        existing = None
+    if existing == _info(config, seed) and all(f.is_file() for f in files):
+        return paths
+    return generate_demo_dataset(out_dir, seed=seed, **options)
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Write the synthetic sign-language demo dataset.")
+    parser.add_argument("--out", required=True, help="output folder, e.g. data/demo")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-train", type=int, default=SyntheticConfig.num_train)
+    parser.add_argument("--num-dev", type=int, default=SyntheticConfig.num_dev)
+    parser.add_argument("--num-test", type=int, default=SyntheticConfig.num_test)
+    parser.add_argument("--vocab-size", type=int, default=SyntheticConfig.vocab_size)
+    parser.add_argument(
+        "--frame-size", type=int, nargs=2, default=SyntheticConfig.frame_size, metavar=("H", "W")
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    generate_demo_dataset(
+        args.out,
+        seed=args.seed,
+        num_train=args.num_train,
+        num_dev=args.num_dev,
+        num_test=args.num_test,
+        vocab_size=args.vocab_size,
+        frame_size=tuple(args.frame_size),
+    )
+
+
+if __name__ == "__main__":
+    main()
