@@ -161,9 +161,10 @@ class SyntheticConfig:
 
 @dataclass(frozen=True)
 class SamplePlan:
-    """Everything random about one sample, drawn before rendering.
+    """The sentence, signer and timing of one sample.
 
-    ``spans[i]`` is the ``[start, end)`` frame range of gloss ``i``.
+    ``spans[i]`` is the ``[start, end)`` frame range of gloss ``i``; ``seed`` seeds the
+    sample's rendering jitter (position, amplitude, speed profile, keypoint noise).
     """
 
     name: str
