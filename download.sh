@@ -98,6 +98,8 @@ mbart() {
       python -m preprocess.prune_mbart --mbart pretrained_models/mbart-large-cc25 \
         --annotations "data/$dataset/$dataset.train" "data/$dataset/$dataset.dev" "data/$dataset/$dataset.test" \
         --out "$out"
+      # the published mBart_zh folder names its id map old2new_vocab.pkl (the configs use it)
+      [ "$lang" = zh ] && ln -sf map_ids.pkl "$out/old2new_vocab.pkl"
     else
       echo "skip $out: data/$dataset/$dataset.train is missing (needed to prune the vocabulary)"
     fi
