@@ -79,6 +79,34 @@ class GlossVocabulary:
             )
         return cls(mapping, lower_case=lower_case, source=str(path))
 
+    @classmethod
+    def from_glosses(
+        cls,
+        glosses: Sequence[str],
+        lower_case: bool = True,
+        languages: Sequence[str] = LANGUAGE_TOKENS,
+    ) -> GlossVocabulary:
+        """A TwoStream-style vocabulary built from (training) gloss strings.
+
+        Specials first (``<s>`` blank, ``<pad>``, ``</s>``, ``<unk>``, ``<mask>``, the language
+        codes), then the glosses by decreasing frequency, ties alphabetical.
+        """
+        counts: dict[str, int] = {}
+        for line in glosses:
+            for word in line.split():
+                word = word.lower() if lower_case else word
+                counts[word] = counts.get(word, 0) + 1
+        specials = [SILENCE_TOKENS[0], PAD_TOKEN, EOS_TOKEN, UNK_TOKEN, "<mask>", *languages]
+        words = sorted((w for w in counts if w not in specials), key=lambda w: (-counts[w], w))
+        mapping = {token: i for i, token in enumerate([*specials, *words])}
+        return cls(
+            mapping, lower_case=lower_case, source=f"<built from {len(glosses)} gloss sequences>"
+        )
+
+    def to_dict(self) -> dict[str, int]:
+        """The gloss -> id mapping (what ``gloss2ids.pkl`` holds)."""
+        return dict(self._gloss_to_id)
+
     @property
     def blank_id(self) -> int:
         """The CTC blank (the silence token's id, checked to be :data:`BLANK_ID`)."""

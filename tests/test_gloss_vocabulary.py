@@ -119,3 +119,17 @@ def test_real_phoenix2014_shared_id(shared_data_dir: Path):
     labels, lengths = vocab.encode([s.gloss for s in samples])
     valid = torch.arange(labels.shape[1])[None, :] < lengths[:, None]
     assert not (labels[valid] == vocab.unk_id).any()
+
+
+def test_vocabulary_built_from_glosses_round_trips():
+    vocab = GlossVocabulary.from_glosses(["REGEN SONNE REGEN", "WIND sonne"])
+    assert vocab.id_to_token(0) == "<s>" and vocab.blank_id == 0
+    assert vocab.token_to_id("regen") < vocab.token_to_id("wind")  # more frequent first
+    labels, lengths = vocab.encode(["REGEN WIND", "NEU"])
+    assert lengths.tolist() == [2, 1]
+    assert labels[1, 0].item() == vocab.unk_id
+    assert vocab.decode([labels[0, :2].tolist()]) == ["REGEN WIND"]
+    rebuilt = GlossVocabulary(vocab.to_dict())
+    assert len(rebuilt) == len(vocab)
+    input_ids, _ = vocab.encode_for_translation(["SONNE"], "de_DGS")
+    assert input_ids[0, -1].item() == vocab.to_dict()["de_DGS"]

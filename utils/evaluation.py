@@ -1,0 +1,120 @@
+"""Decoding a split and scoring it as the papers' tables do.
+
+A task model's ``predict(batch, decoding)`` returns, per sample of the batch, hypothesis
+strings keyed by what they are: ``gloss_<head>`` for recognition heads (rgb, keypoint, fuse,
+ensemble, aux heads …; ``gloss_gloss`` … is avoided: single-stream heads are named
+``gloss``) and ``text`` for translation. Here they are collected over the split (and over
+all ranks under DDP) and scored:
+
+* recognition: ``wer_<head>`` for every head (Phoenix clean-up as published), and ``wer``
+  = the lowest of them (the published model-selection rule);
+* translation: ``bleu1`` … ``bleu4`` and ``rouge`` (ROUGE-L F), word or character level.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from utils.config import DecodingConfig
+from utils.distributed import DistributedContext, gather_objects
+from utils.metrics import recognition_wer, translation_scores
+from utils.trainer import Evaluation, autocast_context, move_to_device
+
+logger = logging.getLogger(__name__)
+
+GLOSS_PREFIX = "gloss_"
+
+
+def collect_predictions(
+    model: nn.Module,
+    loader: DataLoader,
+    decoding: DecodingConfig,
+    ctx: DistributedContext,
+    mixed_precision: str = "fp32",
+) -> list[dict[str, Any]]:
+    """Per-sample records ``{name, gloss_ref, text_ref, <hypotheses>}`` of the whole split.
+
+    Under DDP every rank decodes its shard; the records are gathered on every rank and
+    duplicates (the sampler pads shards to equal size) dropped. Order: by sample name.
+    """
+    model.eval()
+    records: list[dict[str, Any]] = []
+    with torch.no_grad():
+        for batch in tqdm(loader, desc="decoding", disable=not ctx.is_main, leave=False, dynamic_ncols=True):
+            batch = move_to_device(batch, ctx.device)
+            with autocast_context(mixed_precision, ctx.device):
+                hypotheses = model.predict(batch, decoding)
+            records.extend(_records_of(batch, hypotheses))
+    merged = {r["name"]: r for shard in gather_objects(records) for r in shard}
+    return [merged[name] for name in sorted(merged)]
+
+
+def _records_of(batch: Mapping[str, Any], hypotheses: Mapping[str, list[str]]) -> Iterable[dict[str, Any]]:
+    for i, name in enumerate(batch["names"]):
+        record = {"name": name, "gloss_ref": batch["glosses"][i], "text_ref": batch["texts"][i]}
+        record.update({key: values[i] for key, values in hypotheses.items()})
+        yield record
+
+
+def score_records(records: list[dict[str, Any]], dataset_name: str, level: str, is_translation: bool) -> Evaluation:
+    """Metrics of the collected records (see the module docstring for their names)."""
+    metrics: dict[str, float] = {}
+    gloss_keys = sorted({k for r in records for k in r if k.startswith(GLOSS_PREFIX)})
+    references = [r["gloss_ref"] for r in records]
+    for key in gloss_keys:
+        hypotheses = [r[key] for r in records]
+        metrics[f"wer_{key[len(GLOSS_PREFIX) :]}"] = recognition_wer(references, hypotheses, dataset_name)["wer"]
+    if gloss_keys:
+        metrics["wer"] = min(metrics.values())
+    if is_translation:
+        text_refs = [r["text_ref"] for r in records]
+        text_hyps = [r["text"] for r in records]
+        metrics.update(translation_scores(text_refs, text_hyps, level))
+        return Evaluation(metrics, primary="bleu4", higher_is_better=True, samples=records)
+    return Evaluation(metrics, primary="wer", higher_is_better=False, samples=records)
+
+
+def evaluate_split(
+    model: nn.Module,
+    loader: DataLoader,
+    decoding: DecodingConfig,
+    ctx: DistributedContext,
+    dataset_name: str,
+    level: str,
+    is_translation: bool,
+    mixed_precision: str = "fp32",
+) -> Evaluation:
+    """Decode ``loader``'s split and score it."""
+    records = collect_predictions(model, loader, decoding, ctx, mixed_precision)
+    return score_records(records, dataset_name, level, is_translation)
+
+
+def format_table(results: Mapping[str, Mapping[str, float]]) -> str:
+    """A paper-style table: one row per split, one column per metric (in percent)."""
+    columns: list[str] = []
+    for metrics in results.values():
+        columns.extend(k for k in _ordered(metrics) if k not in columns)
+    width = max([len(c) for c in columns] + [6])
+    header = "split ".ljust(8) + " ".join(c.rjust(width) for c in columns)
+    lines = [header, "-" * len(header)]
+    for split, metrics in results.items():
+        cells = [f"{metrics[c]:.2f}".rjust(width) if c in metrics else "-".rjust(width) for c in columns]
+        lines.append(split.ljust(8) + " ".join(cells))
+    return "\n".join(lines)
+
+
+def _ordered(metrics: Mapping[str, float]) -> list[str]:
+    """Table column order: translation metrics as in the papers, then WERs (best first)."""
+    fixed = ["rouge", "bleu1", "bleu2", "bleu3", "bleu4", "wer"]
+    head_order = ["wer_rgb", "wer_keypoint", "wer_fuse", "wer_ensemble", "wer_gloss"]
+    keys = [k for k in fixed if k in metrics]
+    keys += [k for k in head_order if k in metrics]
+    keys += sorted(k for k in metrics if k not in keys)
+    return keys

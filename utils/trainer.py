@@ -1,0 +1,357 @@
+"""The training loop: steps, validation, checkpoints, resume, logging.
+
+The trainer knows nothing about sign language: it drives a *task model* — an ``nn.Module``
+whose ``forward(batch)`` returns an object with a ``losses`` dict (named terms plus
+``"total"``) and whose ``optimizer_modules()`` names the modules that get their own learning
+rate — and an ``evaluate(model, split)`` callable returning an :class:`Evaluation`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from utils.checkpoints import CheckpointManager, load_checkpoint
+from utils.config import Config, TrainingConfig, to_dict
+from utils.distributed import DistributedContext, gather_objects
+from utils.errors import CheckpointError
+from utils.logs import ScalarWriter
+from utils.optimization import build_gradient_clipper, build_optimizer, build_scheduler
+from utils.training_state import (
+    DataPosition,
+    ResumableSampler,
+    capture_rng_state,
+    restore_rng_state,
+    step_generator,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many consecutive steps had a non-finite loss."""
+
+
+@dataclass
+class Evaluation:
+    """Scores of one split: ``metrics`` in percent, the one used for model selection, samples."""
+
+    metrics: dict[str, float]
+    primary: str
+    higher_is_better: bool
+    samples: list[dict] = field(default_factory=list)
+
+    @property
+    def score(self) -> float:
+        return self.metrics[self.primary]
+
+
+class TaskModel(Protocol):
+    def __call__(self, batch: Mapping[str, Any], generator: torch.Generator | None = None) -> Any: ...
+
+    def optimizer_modules(self) -> dict[str, nn.Module]: ...
+
+
+EvaluateFn = Callable[[nn.Module, str], Evaluation]
+
+
+def move_to_device(batch: Any, device: torch.device) -> Any:
+    """Tensors (also inside dicts, lists and named tuples) moved to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: move_to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
+        return type(batch)(*(move_to_device(v, device) for v in batch))
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_to_device(v, device) for v in batch)
+    return batch
+
+
+def autocast_context(mode: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on the model's device when configured, else nothing."""
+    if mode == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class LossWindow:
+    """Running sums of the named loss terms between two log points (kept on the device)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    def add(self, losses: Mapping[str, torch.Tensor]) -> None:
+        for name, value in losses.items():
+            value = value.detach().float()
+            self.sums[name] = self.sums[name] + value if name in self.sums else value
+        self.count += 1
+
+    def pop_means(self) -> dict[str, float]:
+        means = {name: (total / max(self.count, 1)).item() for name, total in self.sums.items()}
+        self.sums, self.count = {}, 0
+        return means
+
+
+class Trainer:
+    """Runs ``cfg.training`` on a task model; rank 0 logs, validates and saves."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        model: nn.Module,
+        train_loader: DataLoader,
+        sampler: ResumableSampler,
+        evaluate: EvaluateFn,
+        ctx: DistributedContext,
+        model_dir: Path,
+        find_unused_parameters: bool = False,
+    ) -> None:
+        self.cfg = cfg
+        self.tcfg: TrainingConfig = cfg.training
+        self.ctx = ctx
+        self.model = model
+        self.train_loader = train_loader
+        self.sampler = sampler
+        self.evaluate = evaluate
+        self.model_dir = model_dir
+        optimization = self.tcfg.optimization
+        self.optimizer = build_optimizer(optimization, model.optimizer_modules())
+        self.scheduler = build_scheduler(optimization, self.optimizer)
+        self.clip_gradients = build_gradient_clipper(optimization)
+        self.trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.network = self._wrap_ddp(model, find_unused_parameters)
+        self.checkpoints = CheckpointManager(model_dir / "ckpts", self.tcfg.keep_last_ckpts)
+        self.writer = ScalarWriter(model_dir / "tensorboard" if ctx.is_main else None)
+        self.position = DataPosition()
+        self.global_step = 0
+        self.best_score: float | None = None
+        self.best_step: int | None = None
+        self.nonfinite_in_a_row = 0
+        self.nonfinite_total = 0
+        self.losses = LossWindow()
+
+    # -- set-up ---------------------------------------------------------------------------
+    def _wrap_ddp(self, model: nn.Module, find_unused: bool) -> nn.Module:
+        if not self.ctx.is_distributed:
+            return model
+        device_ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=find_unused)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.sampler.sampler) / self.tcfg.batch_size)
+
+    # -- the loop -------------------------------------------------------------------------
+    def train(self) -> Path | None:
+        """Train to the end of the schedule; returns the best checkpoint (rank 0)."""
+        logger.info(
+            "training %d epochs of %d steps (batch %d x %d processes)",
+            self.tcfg.total_epoch,
+            self.steps_per_epoch,
+            self.tcfg.batch_size,
+            self.ctx.world_size,
+        )
+        while self.position.epoch < self.tcfg.total_epoch and not self._reached_max_steps():
+            self._train_epoch()
+        self.writer.close()
+        return self.checkpoints.best_path if self.checkpoints.best_path.exists() else None
+
+    def _reached_max_steps(self) -> bool:
+        return self.tcfg.max_steps is not None and self.global_step >= self.tcfg.max_steps
+
+    def _train_epoch(self) -> None:
+        epoch, start = self.position.epoch, self.position.batches_done
+        if start == 0:
+            # published order: the schedule steps at the start of every epoch
+            self.scheduler.step()
+        self.sampler.set_epoch(epoch, start * self.tcfg.batch_size)
+        if hasattr(self.train_loader.dataset, "set_epoch"):
+            self.train_loader.dataset.set_epoch(epoch)
+        self.model.train()
+        progress = self._progress_bar(epoch, start)
+        for batch in self.train_loader:
+            self._train_step(batch)
+            self.position.batches_done += 1
+            progress.update(1)
+            if self.tcfg.validation.unit == "step" and self.global_step % self.tcfg.validation.freq == 0:
+                self._validate_and_save()
+            if self._reached_max_steps():
+                break
+        progress.close()
+        finished = self.position.batches_done >= self.steps_per_epoch
+        if finished:
+            self.position = DataPosition(epoch + 1, 0)
+        last = self.position.epoch >= self.tcfg.total_epoch or self._reached_max_steps()
+        due = self.tcfg.validation.unit == "epoch" and (epoch + 1) % self.tcfg.validation.freq == 0
+        if due or (last and not self._saved_at_current_step()):
+            self._validate_and_save()
+
+    def _progress_bar(self, epoch: int, start: int) -> tqdm:
+        return tqdm(
+            total=self.steps_per_epoch,
+            initial=start,
+            desc=f"epoch {epoch + 1}/{self.tcfg.total_epoch}",
+            disable=not self.ctx.is_main,
+            dynamic_ncols=True,
+            leave=False,
+        )
+
+    # -- one step -------------------------------------------------------------------------
+    def _train_step(self, batch: Mapping[str, Any]) -> None:
+        started = time.perf_counter()
+        batch = move_to_device(batch, self.ctx.device)
+        generator = step_generator(self.tcfg.random_seed, self.global_step, self.ctx.rank, self.ctx.device)
+        with autocast_context(self.tcfg.mixed_precision, self.ctx.device):
+            losses = self.network(batch, generator=generator).losses
+        losses["total"].float().backward()
+        if self._all_finite(losses["total"]):
+            self._optimizer_step()
+            self.nonfinite_in_a_row = 0
+            self.losses.add(losses)
+        else:
+            self._skip_step(losses)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.global_step += 1
+        if self.global_step % self.tcfg.log_every == 0:
+            self._log_training(len(batch["names"]) / (time.perf_counter() - started))
+
+    def _all_finite(self, total: torch.Tensor) -> bool:
+        """True when the loss is finite on every rank (all ranks must skip together)."""
+        finite = torch.isfinite(total.detach()).to(torch.float32).reshape(1)
+        if self.ctx.is_distributed:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        return bool(finite.item())
+
+    def _optimizer_step(self) -> None:
+        if self.clip_gradients is not None:
+            self.clip_gradients(self.trainable)
+        self.optimizer.step()
+
+    def _skip_step(self, losses: Mapping[str, torch.Tensor]) -> None:
+        self.nonfinite_in_a_row += 1
+        self.nonfinite_total += 1
+        terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
+        logger.warning("step %d: non-finite loss, step skipped (%s)", self.global_step, terms)
+        if self.nonfinite_in_a_row >= self.tcfg.max_nonfinite_steps:
+            raise NonFiniteLossError(
+                f"{self.nonfinite_in_a_row} non-finite losses in a row, the last at step "
+                f"{self.global_step} ({terms}); lower the learning rate or check the data"
+            )
+
+    def _log_training(self, samples_per_second: float) -> None:
+        means = self.losses.pop_means()
+        if not self.ctx.is_main:
+            return
+        self.writer.add_many("train", means, self.global_step)
+        for group in self.optimizer.param_groups:
+            self.writer.add(f"train/lr_{group.get('name', 'default')}", group["lr"], self.global_step)
+        self.writer.add("train/nonfinite_steps", self.nonfinite_total, self.global_step)
+        lr = self.optimizer.param_groups[0]["lr"]
+        logger.info(
+            "step %d: loss %.4f, lr %.3g, %.1f samples/s",
+            self.global_step,
+            means.get("total", float("nan")),
+            lr,
+            samples_per_second,
+        )
+
+    # -- validation and checkpoints ---------------------------------------------------------
+    def _saved_at_current_step(self) -> bool:
+        latest = self.checkpoints.latest()
+        return latest is not None and latest == self.checkpoints.step_path(self.global_step)
+
+    def _validate_and_save(self) -> None:
+        evaluation = self.evaluate(self.model, "dev")
+        self.model.train()
+        improved = self.best_score is None or (
+            evaluation.score > self.best_score if evaluation.higher_is_better else evaluation.score < self.best_score
+        )
+        if improved:
+            self.best_score, self.best_step = evaluation.score, self.global_step
+        state = self._checkpoint_state()  # collective: every rank contributes its RNG state
+        if self.ctx.is_main:
+            self.writer.add_many("dev", evaluation.metrics, self.global_step)
+            self.writer.flush()
+            logger.info(
+                "validation at step %d: %s (best %s %.2f at step %d)",
+                self.global_step,
+                ", ".join(f"{k} {v:.2f}" for k, v in evaluation.metrics.items()),
+                evaluation.primary,
+                self.best_score,
+                self.best_step,
+            )
+            self.checkpoints.save(state, self.global_step, is_best=improved)
+
+    def _checkpoint_state(self) -> dict:
+        rng_states = gather_objects(capture_rng_state())
+        return {
+            "model_state": self.model.state_dict(),
+            "optimizer_state": self.optimizer.state_dict(),
+            "scheduler_state": self.scheduler.state_dict(),
+            "global_step": self.global_step,
+            "epoch": self.position.epoch,
+            "batches_done": self.position.batches_done,
+            "best_score": self.best_score,
+            "best_step": self.best_step,
+            "nonfinite_total": self.nonfinite_total,
+            "rng_states": rng_states,
+            "world_size": self.ctx.world_size,
+            "config": to_dict(self.cfg),
+        }
+
+    # -- resume ---------------------------------------------------------------------------
+    def resume(self) -> bool:
+        """Continue from the newest checkpoint in ``model_dir/ckpts``; False if there is none."""
+        path = self.checkpoints.latest()
+        if path is None:
+            logger.info("no checkpoint in %s: starting from scratch", self.checkpoints.directory)
+            return False
+        state = load_checkpoint(path, map_location=self.ctx.device)
+        self._load_state(state, path)
+        logger.info(
+            "resumed from %s (epoch %d, %d batches done, step %d)",
+            path,
+            self.position.epoch + 1,
+            self.position.batches_done,
+            self.global_step,
+        )
+        return True
+
+    def _load_state(self, state: dict, path: Path) -> None:
+        if state.get("world_size", 1) != self.ctx.world_size:
+            raise CheckpointError(
+                f"{path}: saved by {state.get('world_size')} processes, resumed with {self.ctx.world_size}; "
+                "resume with the same number of processes"
+            )
+        self.model.load_state_dict(state["model_state"])
+        self.optimizer.load_state_dict(state["optimizer_state"])
+        self.scheduler.load_state_dict(state["scheduler_state"])
+        self.global_step = state["global_step"]
+        self.position = DataPosition(state["epoch"], state["batches_done"])
+        if self.position.batches_done >= self.steps_per_epoch:
+            self.position = DataPosition(self.position.epoch + 1, 0)
+        self.best_score, self.best_step = state["best_score"], state["best_step"]
+        self.nonfinite_total = state.get("nonfinite_total", 0)
+        restore_rng_state(state["rng_states"][self.ctx.rank])
+
+
+def iterate_heads(metrics: Mapping[str, float], prefix: str) -> Iterator[tuple[str, float]]:
+    """``(head, value)`` for the metrics named ``<prefix><head>``."""
+    for name, value in metrics.items():
+        if name.startswith(prefix):
+            yield name[len(prefix) :], value
