@@ -135,7 +135,7 @@ def clean_phoenix_2014t(glosses: str) -> str:
 
 
 def _no_cleanup(glosses: str) -> str:
-    """Identity clean-up (CSL-Daily glosses are scored as they are)."""
+    """Identity clean-up (CSL-Daily, the synthetic demo and own data are scored as they are)."""
     return glosses
 
 
@@ -143,7 +143,8 @@ def get_gloss_cleaner(dataset_name: str) -> Callable[[str], str]:
     """Return the gloss clean-up for a dataset, looked up by its exact name.
 
     Args:
-        dataset_name: one of ``phoenix-2014``, ``phoenix-2014t``, ``csl-daily``.
+        dataset_name: one of ``phoenix-2014``, ``phoenix-2014t``, ``csl-daily``, ``demo``
+            (the synthetic dataset), ``custom`` (own data).
 
     Raises:
         ConfigurationError: for any other name; the message lists the valid ones.
@@ -152,6 +153,8 @@ def get_gloss_cleaner(dataset_name: str) -> Callable[[str], str]:
         "phoenix-2014": clean_phoenix_2014,
         "phoenix-2014t": clean_phoenix_2014t,
         "csl-daily": _no_cleanup,
+        "demo": _no_cleanup,
+        "custom": _no_cleanup,
     }
     if dataset_name not in cleaners:
         raise ConfigurationError(

@@ -1,0 +1,235 @@
+"""The data of each task, built from a config: datasets, collation and loaders.
+
+Which dataset a task reads:
+
+=============  ==============================================================
+S2G            frames and/or keypoints (:class:`dataset.batching.SignDataset`)
+G2T            gloss and text strings (:class:`GlossTextDataset`)
+S2T            extracted head inputs per stream (``head_<stream>_input``)
+S2T_Ensemble   one ``inputs_embeds`` file per ensembled network
+=============  ==============================================================
+
+Translation tasks add ``text_labels`` / ``decoder_input_ids`` (B, L) to every batch (see
+:class:`TextTargets`); G2T adds ``gloss_input_ids`` / ``gloss_attention_mask``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from dataset.annotations import Sample, load_annotations
+from dataset.batching import FeatureDataset, SignDataset
+from dataset.frames import build_frame_reader, default_layout
+from dataset.gloss_vocabulary import GlossVocabulary
+from dataset.keypoints import load_keypoints
+from dataset.text_tokenizer import TextTokenizer
+from utils.config import Config
+from utils.distributed import DistributedContext
+from utils.errors import ConfigurationError
+from utils.training_state import ResumableSampler
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Vocabularies:
+    """Everything that turns strings into ids for a task.
+
+    ``gloss``: the recognition (CTC) vocabulary; ``source``: the gloss-to-text encoder's
+    gloss vocabulary with ``source_language`` (e.g. ``de_DGS``) appended to every input;
+    ``text``: the spoken-language tokenizer.
+    """
+
+    gloss: GlossVocabulary | None = None
+    source: GlossVocabulary | None = None
+    source_language: str | None = None
+    text: TextTokenizer | None = None
+
+
+def load_split(cfg: Config, split: str) -> list[Sample]:
+    """The annotated samples of ``split`` (``data.<split>``), texts lower-cased if configured."""
+    path = cfg.data.annotation_file(split)
+    if path is None:
+        raise ConfigurationError(f"data.{split}: no annotation file configured for split {split!r}")
+    samples = load_annotations(path)
+    if cfg.data.txt_lowercase:
+        samples = [
+            s if s.text == s.text.lower() else replace(s, text=s.text.lower()) for s in samples
+        ]
+    return samples
+
+
+# -- gloss -> text -------------------------------------------------------------------------
+
+
+class GlossTextDataset(Dataset):
+    """Gloss/text pairs (gloss-to-text); samples with an empty gloss or text are skipped."""
+
+    def __init__(self, samples: Sequence[Sample], split: str = "") -> None:
+        self.samples = [s for s in samples if s.gloss.strip() and s.text.strip()]
+        skipped = len(samples) - len(self.samples)
+        if skipped:
+            logger.warning(
+                "%s: skipped %d samples with an empty gloss or text", split or "dataset", skipped
+            )
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, str]:
+        sample = self.samples[index]
+        return {"name": sample.name, "gloss": sample.gloss, "text": sample.text}
+
+
+class GlossTextCollator:
+    """Batches gloss strings as encoder ids (``ids </s> <src_lang>``) plus the raw strings."""
+
+    def __init__(self, source: GlossVocabulary, source_language: str) -> None:
+        self.source, self.source_language = source, source_language
+
+    def __call__(self, items: Sequence[Mapping[str, str]]) -> dict[str, Any]:
+        glosses = [it["gloss"] for it in items]
+        input_ids, attention_mask = self.source.encode_for_translation(
+            glosses, self.source_language
+        )
+        return {
+            "names": [it["name"] for it in items],
+            "glosses": glosses,
+            "texts": [it["text"] for it in items],
+            "gloss_input_ids": input_ids,
+            "gloss_attention_mask": attention_mask,
+        }
+
+
+class TextTargets:
+    """Wraps a collate function and adds the decoder targets of the batch's texts."""
+
+    def __init__(
+        self, collate: Callable[[Sequence[Any]], dict], tokenizer: TextTokenizer, max_length: int
+    ) -> None:
+        self.collate, self.tokenizer, self.max_length = collate, tokenizer, max_length
+
+    def __call__(self, items: Sequence[Any]) -> dict[str, Any]:
+        batch = self.collate(items)
+        encoded = self.tokenizer.encode(batch["texts"])
+        batch["text_labels"] = encoded["labels"][:, : self.max_length]
+        batch["decoder_input_ids"] = encoded["decoder_input_ids"][:, : self.max_length]
+        return batch
+
+
+# -- per-task datasets ---------------------------------------------------------------------
+
+
+def _sign_dataset(cfg: Config, split: str, vocabs: Vocabularies, is_train: bool) -> Dataset:
+    data = cfg.data
+    transform = data.transform_cfg
+    streams = data.input_streams
+    frame_reader = None
+    if "rgb" in streams:
+        layout = data.frame_layout or default_layout(data.dataset_name)
+        options = (
+            {"csl_cut": transform.csl_cut, "csl_resize": transform.csl_resize}
+            if layout == "csl-daily"
+            else {}
+        )
+        frame_reader = build_frame_reader(layout, data.zip_file, **options)
+    keypoints = (
+        load_keypoints(data.keypoint_file, data.use_keypoints) if "keypoint" in streams else None
+    )
+    temporal = transform.temporal_augmentation
+    return SignDataset(
+        load_split(cfg, split),
+        frame_reader=frame_reader,
+        keypoints=keypoints,
+        vocabulary=vocabs.gloss,
+        is_train=is_train,
+        tmin=temporal.tmin if temporal else 1.0,
+        tmax=temporal.tmax if temporal else 1.0,
+        max_num_frames=transform.max_num_frames,
+        min_frames=data.min_num_frames,
+        seed=cfg.training.random_seed,
+        split=split,
+    )
+
+
+def _gloss_text_dataset(cfg: Config, split: str, vocabs: Vocabularies, is_train: bool) -> Dataset:
+    dataset = GlossTextDataset(load_split(cfg, split), split)
+    dataset.collate_fn = GlossTextCollator(vocabs.source, vocabs.source_language)
+    return dataset
+
+
+def _feature_dataset(cfg: Config, split: str, vocabs: Vocabularies, is_train: bool) -> Dataset:
+    features = {
+        f"head_{stream}_input": cfg.data.feature_file(split, f"head_{stream}_input")
+        for stream in cfg.data.input_streams
+    }
+    missing = [name for name, path in features.items() if path is None]
+    if missing:
+        raise ConfigurationError(
+            f"data.{split}_{missing[0]}: required for task S2T on split {split!r}"
+        )
+    return FeatureDataset(load_split(cfg, split), features, vocabulary=vocabs.gloss, split=split)
+
+
+def _ensemble_dataset(cfg: Config, split: str, vocabs: Vocabularies, is_train: bool) -> Dataset:
+    files = cfg.data.feature_file(split, "inputs_embeds")
+    if not files:
+        raise ConfigurationError(
+            f"data.{split}_inputs_embeds: required for task S2T_Ensemble on split {split!r}"
+        )
+    return FeatureDataset(load_split(cfg, split), {"inputs_embeds": list(files)}, split=split)
+
+
+TASK_DATASETS: dict[str, Callable[[Config, str, Vocabularies, bool], Dataset]] = {
+    "S2G": _sign_dataset,
+    "G2T": _gloss_text_dataset,
+    "S2T": _feature_dataset,
+    "S2T_Ensemble": _ensemble_dataset,
+}
+
+
+def build_dataset(cfg: Config, split: str, vocabs: Vocabularies, is_train: bool) -> Dataset:
+    """The dataset of ``split`` for ``cfg.task``; its ``collate_fn`` makes model-ready batches."""
+    dataset = TASK_DATASETS[cfg.task](cfg, split, vocabs, is_train)
+    if cfg.is_translation:
+        dataset.collate_fn = TextTargets(dataset.collate_fn, vocabs.text, cfg.data.max_sent_length)
+    return dataset
+
+
+def build_loader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    num_workers: int,
+    seed: int,
+    ctx: DistributedContext,
+) -> tuple[DataLoader, ResumableSampler]:
+    """A loader whose order depends only on (seed, epoch), also for one process.
+
+    A DistributedSampler is used even for one process: its per-epoch permutation is shared
+    by every world size, so N processes with batch b see the same global batches as one
+    process with batch N*b. The loader has its own generator so iterating it never touches
+    the global RNG (which a resumed run restores).
+    """
+    base = DistributedSampler(
+        dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=shuffle, seed=seed
+    )
+    sampler = ResumableSampler(base)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=dataset.collate_fn,
+        pin_memory=ctx.device.type == "cuda",
+        persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    return loader, sampler

@@ -1,0 +1,141 @@
+"""Per-task datasets and loaders built from configs, on a tiny synthetic dataset."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from dataset.gloss_vocabulary import GlossVocabulary
+from dataset.synthetic import generate_demo_dataset
+from dataset.task_data import Vocabularies, build_dataset, build_loader, load_split
+from dataset.text_tokenizer import VocabularyTextTokenizer
+from utils.config import config_from_dict
+from utils.distributed import DistributedContext
+
+CPU = DistributedContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("demo")
+    generate_demo_dataset(root, seed=1, num_train=6, num_dev=3, num_test=3, vocab_size=6)
+    return root
+
+
+def _cfg(demo: Path, task: str, **data) -> dict:
+    base = {
+        "task": task,
+        "data": {
+            "dataset_name": "demo",
+            "train": str(demo / "demo.train"),
+            "dev": str(demo / "demo.dev"),
+            "test": str(demo / "demo.test"),
+            **data,
+        },
+        "model": {},
+        "training": {"model_dir": str(demo / "out"), "batch_size": 2, "random_seed": 3},
+    }
+    return base
+
+
+def _s2g_config(demo: Path, streams: list[str]):
+    data = {
+        "input_streams": streams,
+        "zip_file": str(demo / "demo-videos.zip"),
+        "frame_layout": "phoenix-2014t",
+        "keypoint_file": str(demo / "demo-keypoints.pkl"),
+        "use_keypoints": ["pose", "hand"],
+        "transform_cfg": {"temporal_augmentation": {"tmin": 0.5, "tmax": 1.5}},
+    }
+    raw = _cfg(demo, "S2G", **data)
+    raw["model"] = {
+        "RecognitionNetwork": {
+            "GlossTokenizer": {"gloss2id_file": str(demo / "gloss2ids.pkl")},
+            "s3d": {},
+            "keypoint_s3d": {},
+            "heatmap_cfg": {"raw_size": [64, 64], "input_size": 32, "sigma": 2},
+            "fuse_method": "triplehead_cat_bilateral" if len(streams) == 2 else "empty",
+            "lateral": {},
+        }
+    }
+    raw["training"]["optimization"] = {"learning_rate": {"default": 1e-3}}
+    return config_from_dict(raw, "demo.yaml")
+
+
+def test_sign_batches_have_frames_keypoints_and_labels(demo: Path):
+    cfg = _s2g_config(demo, ["keypoint", "rgb"])
+    vocab = GlossVocabulary.from_file(demo / "gloss2ids.pkl")
+    dataset = build_dataset(cfg, "train", Vocabularies(gloss=vocab), is_train=True)
+    loader, sampler = build_loader(dataset, 2, shuffle=True, num_workers=0, seed=3, ctx=CPU)
+    sampler.set_epoch(0)
+    batch = next(iter(loader))
+    B, T = batch["videos"].shape[:2]
+    assert batch["videos"].dtype == torch.uint8 and batch["videos"].shape[2:] == (3, 64, 64)
+    assert batch["keypoints"].shape == (B, T, 11 + 42, 3)
+    assert batch["lengths"].max().item() == T and (batch["lengths"] % 4 == 0).all()
+    assert batch["gloss_labels"].shape[0] == B
+    # every gloss of the batch is in the vocabulary
+    assert (batch["gloss_labels"] != vocab.unk_id).all()
+
+
+def test_loader_order_depends_only_on_seed_and_epoch(demo: Path):
+    cfg = _s2g_config(demo, ["keypoint"])
+    dataset = build_dataset(
+        cfg, "train", Vocabularies(gloss=GlossVocabulary.from_file(demo / "gloss2ids.pkl")), True
+    )
+    orders = []
+    for _ in range(2):
+        loader, sampler = build_loader(dataset, 2, shuffle=True, num_workers=0, seed=3, ctx=CPU)
+        sampler.set_epoch(1)
+        orders.append([n for batch in loader for n in batch["names"]])
+    assert orders[0] == orders[1]
+    loader, sampler = build_loader(dataset, 2, shuffle=True, num_workers=0, seed=3, ctx=CPU)
+    sampler.set_epoch(1, start=2)
+    assert [n for batch in loader for n in batch["names"]] == orders[0][2:]
+
+
+def test_two_ranks_split_the_global_batches_of_one(demo: Path):
+    cfg = _s2g_config(demo, ["keypoint"])
+    dataset = build_dataset(
+        cfg, "train", Vocabularies(gloss=GlossVocabulary.from_file(demo / "gloss2ids.pkl")), True
+    )
+    one, s1 = build_loader(dataset, 2, shuffle=True, num_workers=0, seed=5, ctx=CPU)
+    s1.set_epoch(0)
+    single = [batch["names"] for batch in one]
+    per_rank = []
+    for rank in range(2):
+        ctx = DistributedContext(
+            rank=rank, local_rank=rank, world_size=2, device=torch.device("cpu")
+        )
+        loader, sampler = build_loader(dataset, 1, shuffle=True, num_workers=0, seed=5, ctx=ctx)
+        sampler.set_epoch(0)
+        per_rank.append([batch["names"][0] for batch in loader])
+    merged = [sorted(pair) for pair in zip(*per_rank)]
+    assert merged == [sorted(names) for names in single]
+
+
+def test_gloss_to_text_batches(demo: Path):
+    raw = _cfg(demo, "G2T", input_data="gloss")
+    raw["model"] = {
+        "TranslationNetwork": {
+            "TextTokenizer": {"level": "word"},
+            "model_config": {"d_model": 16},
+        }
+    }
+    raw["training"]["optimization"] = {"learning_rate": {"default": 1e-3}}
+    cfg = config_from_dict(raw, "g2t.yaml")
+    samples = load_split(cfg, "train")
+    source = GlossVocabulary.from_glosses([s.gloss for s in samples])
+    text = VocabularyTextTokenizer.build([s.text for s in samples], "word")
+    vocabs = Vocabularies(source=source, source_language="de_DGS", text=text)
+    dataset = build_dataset(cfg, "train", vocabs, is_train=True)
+    batch = dataset.collate_fn([dataset[0], dataset[1]])
+    assert batch["gloss_input_ids"].shape == batch["gloss_attention_mask"].shape
+    last = batch["gloss_attention_mask"].sum(1) - 1
+    assert (batch["gloss_input_ids"][torch.arange(2), last] == source.to_dict()["de_DGS"]).all()
+    assert batch["text_labels"].shape == batch["decoder_input_ids"].shape
+    assert (batch["decoder_input_ids"][:, 0] == text.sos_id).all()
+    assert (
+        text.decode(torch.cat([batch["decoder_input_ids"][:, :1], batch["text_labels"]], 1))
+        == batch["texts"]
+    )
