@@ -1,0 +1,292 @@
+"""Tiny mBART folders for the translation tests.
+
+Everything here is deterministic and independent of the transformers version: the
+sentencepiece model is assembled piece by piece (no training), the weights are drawn from
+a seeded generator in sorted state-dict order, and the sentences are made up for the
+tests (Phoenix-like weather forecasts; no dataset files are copied).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import pickle
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+
+SAMPLES = [
+    {"gloss": "MORGEN REGEN NORD", "text": "morgen regnet es im norden ."},
+    {
+        "gloss": "HEUTE SONNE SUED WARM",
+        "text": "heute scheint im süden die sonne und es wird warm .",
+    },
+    {"gloss": "NACHT KALT FROST", "text": "in der nacht wird es kalt mit frost ."},
+    {"gloss": "WIND STARK KUESTE", "text": "an der küste weht ein starker wind ."},
+    {"gloss": "MORGEN WOLKE VIEL", "text": "morgen gibt es viele wolken ."},
+    {"gloss": "SONNTAG GEWITTER MOEGLICH", "text": "am sonntag sind gewitter möglich ."},
+    {"gloss": "TEMPERATUR ZEHN GRAD", "text": "die temperatur liegt bei zehn grad ."},
+    {"gloss": "REGEN SCHNEE BERG", "text": "in den bergen fällt regen oder schnee ."},
+]
+"""Made-up (gloss, text) pairs; split 4/2/2 into train/dev/test by :func:`write_annotations`."""
+
+MBART_LANGUAGES = [
+    "ar_AR",
+    "cs_CZ",
+    "de_DE",
+    "en_XX",
+    "es_XX",
+    "et_EE",
+    "fi_FI",
+    "fr_XX",
+    "gu_IN",
+    "hi_IN",
+    "it_IT",
+    "ja_XX",
+    "kk_KZ",
+    "ko_KR",
+    "lt_LT",
+    "lv_LV",
+    "my_MM",
+    "ne_NP",
+    "nl_XX",
+    "ro_RO",
+    "ru_RU",
+    "si_LK",
+    "tr_TR",
+    "vi_VN",
+    "zh_CN",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# tokenizer
+# --------------------------------------------------------------------------------------------
+def sentencepiece_pieces(texts: Iterable[str], extra_chars: str = "") -> list[tuple[str, float]]:
+    """Unigram pieces: every word as ``▁word``, then ``▁`` and single characters."""
+    texts = list(texts)
+    words = sorted({w for t in texts for w in t.split()})
+    chars = sorted({c for t in texts for c in t if not c.isspace()} | set(extra_chars))
+    pieces = [("\u2581" + w, -2.0 - 0.01 * i) for i, w in enumerate(words)]
+    pieces.append(("\u2581", -3.0))
+    pieces += [(c, -5.0 - 0.01 * i) for i, c in enumerate(chars)]
+    return pieces
+
+
+def write_sentencepiece_model(path: Path, pieces: Sequence[tuple[str, float]]) -> None:
+    """A unigram sentencepiece model (``<unk> <s> </s>`` + pieces), identity normaliser."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    kind = pb.ModelProto.SentencePiece
+    model = pb.ModelProto()
+    for piece, score, type_ in [
+        ("<unk>", 0.0, kind.UNKNOWN),
+        ("<s>", 0.0, kind.CONTROL),
+        ("</s>", 0.0, kind.CONTROL),
+        *((p, s, kind.NORMAL) for p, s in pieces),
+    ]:
+        entry = model.pieces.add()
+        entry.piece, entry.score, entry.type = piece, score, type_
+    spec = model.trainer_spec
+    spec.model_type = pb.TrainerSpec.UNIGRAM
+    spec.vocab_size = len(model.pieces)
+    spec.unk_id, spec.bos_id, spec.eos_id, spec.pad_id = 0, 1, 2, -1
+    norm = model.normalizer_spec
+    norm.name = "identity"
+    norm.add_dummy_prefix = norm.remove_extra_whitespaces = norm.escape_whitespaces = True
+    path.write_bytes(model.SerializeToString())
+
+
+def mbart_vocab_size(sentencepiece_size: int) -> int:
+    """mBART ids: <s> <pad> </s> <unk>, the pieces (sentencepiece id + 1), languages, <mask>."""
+    return sentencepiece_size + 1 + len(MBART_LANGUAGES) + 1
+
+
+# --------------------------------------------------------------------------------------------
+# model
+# --------------------------------------------------------------------------------------------
+def tiny_mbart_config(vocab_size: int, d_model: int = 16, layers: int = 1) -> dict:
+    """config.json fields of a tiny mBART (pre-norm, learned positions, like mbart-large-cc25)."""
+    return {
+        "model_type": "mbart",
+        "architectures": ["MBartForConditionalGeneration"],
+        "vocab_size": vocab_size,
+        "d_model": d_model,
+        "encoder_layers": layers,
+        "decoder_layers": layers,
+        "encoder_attention_heads": 2,
+        "decoder_attention_heads": 2,
+        "encoder_ffn_dim": 2 * d_model,
+        "decoder_ffn_dim": 2 * d_model,
+        "max_position_embeddings": 128,
+        "scale_embedding": True,
+        "dropout": 0.1,
+        "attention_dropout": 0.0,
+        "activation_function": "gelu",
+        "pad_token_id": 1,
+        "bos_token_id": 0,
+        "eos_token_id": 2,
+        "forced_eos_token_id": 2,
+        "is_encoder_decoder": True,
+    }
+
+
+def seeded_state_dict(
+    shapes: dict[str, tuple[int, ...]], seed: int, std: float = 0.5, tied: Sequence[str] = ()
+) -> dict[str, torch.Tensor]:
+    """Random weights drawn in sorted key order; the ``tied`` keys share one tensor.
+
+    Layer-norm weights are 1 + 0.1 * noise, other 1-d tensors 0.1 * noise, matrices std * noise.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    state: dict[str, torch.Tensor] = {}
+    for key in sorted(shapes):
+        if key in tied and any(k in state for k in tied):
+            state[key] = next(state[k] for k in tied if k in state)
+            continue
+        noise = torch.randn(shapes[key], generator=generator)
+        if "norm" in key and key.endswith("weight"):
+            state[key] = 1.0 + 0.1 * noise
+        elif len(shapes[key]) == 1 or key == "final_logits_bias":
+            state[key] = 0.1 * noise
+        else:
+            state[key] = std * noise
+    return state
+
+
+TIED_KEYS = (
+    "lm_head.weight",
+    "model.decoder.embed_tokens.weight",
+    "model.encoder.embed_tokens.weight",
+    "model.shared.weight",
+)
+
+
+def mbart_shapes(config: dict) -> dict[str, tuple[int, ...]]:
+    """State-dict shapes of ``MBartForConditionalGeneration`` for ``config`` (any version)."""
+    from transformers import MBartConfig, MBartForConditionalGeneration
+
+    with torch.device("meta"):
+        model = MBartForConditionalGeneration(MBartConfig(**config))
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def write_tiny_mbart(
+    directory: Path,
+    texts: Iterable[str],
+    *,
+    d_model: int = 16,
+    layers: int = 1,
+    seed: int = 0,
+    sentencepiece_file: Path | None = None,
+) -> Path:
+    """A full (unpruned) tiny mBART folder: config.json, pytorch_model.bin, sentencepiece model.
+
+    The pieces cover ``texts`` (use texts and glosses), unless ``sentencepiece_file`` is given.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    spm_path = directory / "sentencepiece.bpe.model"
+    if sentencepiece_file is None:
+        write_sentencepiece_model(spm_path, sentencepiece_pieces(texts))
+    else:
+        spm_path.write_bytes(Path(sentencepiece_file).read_bytes())
+    from sentencepiece import SentencePieceProcessor
+
+    spm_size = SentencePieceProcessor(model_file=str(spm_path)).get_piece_size()
+    config = tiny_mbart_config(mbart_vocab_size(spm_size), d_model, layers)
+    (directory / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    state = seeded_state_dict(mbart_shapes(config), seed, tied=TIED_KEYS)
+    torch.save(state, directory / "pytorch_model.bin")
+    return directory
+
+
+# --------------------------------------------------------------------------------------------
+# annotations
+# --------------------------------------------------------------------------------------------
+def write_annotation_file(path: Path, samples: Sequence[dict]) -> Path:
+    """A published-format annotation file (gzip pickle of a list of dicts)."""
+    records = [
+        {"name": f"{path.name}_{i}", "signer": "s", "num_frames": 16, **sample}
+        for i, sample in enumerate(samples)
+    ]
+    with gzip.open(path, "wb") as f:
+        pickle.dump(records, f)
+    return path
+
+
+def write_annotations(directory: Path, samples: Sequence[dict] = SAMPLES) -> list[Path]:
+    """train/dev/test files (half, quarter, quarter of ``samples``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    n = len(samples)
+    splits = {
+        "train": samples[: n // 2],
+        "dev": samples[n // 2 : 3 * n // 4],
+        "test": samples[3 * n // 4 :],
+    }
+    return [
+        write_annotation_file(directory / f"tiny.{name}", part) for name, part in splits.items()
+    ]
+
+
+def make_pruned_mbart(root: Path, *, d_model: int = 16, layers: int = 1, seed: int = 0) -> Path:
+    """Full tiny mBART + annotations -> the pruned folder (``root/pruned``)."""
+    from preprocess.prune_mbart import prune_mbart
+
+    texts = [s["text"] for s in SAMPLES] + [s["gloss"].lower() for s in SAMPLES]
+    full = write_tiny_mbart(root / "full", texts, d_model=d_model, layers=layers, seed=seed)
+    annotations = write_annotations(root / "data")
+    prune_mbart(full, annotations, root / "pruned")
+    return root / "pruned"
+
+
+# --------------------------------------------------------------------------------------------
+# the published-reference setting (tests/fixtures/make_published_translation_reference.py)
+# --------------------------------------------------------------------------------------------
+REFERENCE_SEED = 20221128
+REFERENCE_MODEL = {"d_model": 16, "layers": 2}
+REFERENCE_GLOSSES = [
+    "MORGEN REGEN NORD",
+    "HEUTE SONNE SUED WARM",
+    "NACHT KALT",
+    "UNBEKANNT WIND STARK KUESTE TEMPERATUR",
+]
+REFERENCE_TEXTS = [s["text"] for s in SAMPLES[:4]]
+REFERENCE_LENGTHS = [9, 4, 6, 1]
+REFERENCE_GENERATION = [
+    {"num_beams": 4, "max_length": 20, "length_penalty": 1.0},
+    {"num_beams": 5, "max_length": 30, "length_penalty": 0.6},
+]
+EOS_BIAS = 2.5
+"""Added to ``final_logits_bias[</s>]`` so that the random models' hypotheses end at
+different lengths instead of all running to ``max_length``."""
+
+
+def reference_features(seed: int, d_model: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """S2T inputs: features (B, max(REFERENCE_LENGTHS), d_model) and their lengths (B,)."""
+    generator = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor(REFERENCE_LENGTHS)
+    features = torch.randn(len(lengths), int(lengths.max()), d_model, generator=generator)
+    return features, lengths
+
+
+def published_translation_state(pruned_dir: Path, seed: int) -> dict[str, torch.Tensor]:
+    """A published-layout ``model_state`` of a translation network with seeded weights.
+
+    Keys ``translation_network.model.<MBart key>`` and
+    ``translation_network.gloss_embedding.weight``, shapes from the pruned folder.
+    """
+    config = json.loads((pruned_dir / "config.json").read_text(encoding="utf-8"))
+    with (pruned_dir / "gloss2ids.pkl").open("rb") as f:
+        num_glosses = len(set(pickle.load(f).values()))
+    shapes = {"model." + k: v for k, v in mbart_shapes(config).items()}
+    shapes["gloss_embedding.weight"] = (num_glosses, config["d_model"])
+    tied = tuple("model." + k for k in TIED_KEYS)
+    state = seeded_state_dict(shapes, seed, tied=tied)
+    state["model.final_logits_bias"][0, config["eos_token_id"]] += EOS_BIAS
+    return {"translation_network." + k: v for k, v in state.items()}
+
+
+def write_published_checkpoint(path: Path, model_state: dict[str, torch.Tensor]) -> Path:
+    torch.save({"model_state": model_state, "global_step": 0}, path)
+    return path
