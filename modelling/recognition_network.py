@@ -23,6 +23,7 @@ heads read precomputed top-level features ("head inputs"), so there are no auxil
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -322,18 +323,14 @@ class RecognitionNetwork(nn.Module):
             losses[name] = ctc_loss(heads[spec.name], gloss_labels, gloss_lengths)
             weights[name] = spec.loss_weight
         for name, weight in self.distillation.items():
-            teacher, students = self._distillation_pair(name)
+            teacher, students = _distillation_heads(name, self.head_specs)
             target = heads[teacher].probs
             if self.teacher_detach:
                 target = target.detach()
-            losses[name] = sum(
-                F.kl_div(heads[s].log_probs, target, reduction="batchmean") for s in students
-            ) + target.new_zeros(())
+            terms = [F.kl_div(heads[s].log_probs, target, reduction="batchmean") for s in students]
+            losses[name] = torch.stack(terms).sum() if terms else target.new_zeros(())
             weights[name] = weight
         return losses, weights
-
-    def _distillation_pair(self, name: str) -> tuple[str, list[str]]:
-        return _distillation_heads(name, self.head_specs)
 
     def _select_gloss_feature(self, heads: Mapping[str, GlossHeadOutput]) -> torch.Tensor:
         head, kind = self.gloss_feature_source
@@ -377,9 +374,8 @@ class RecognitionNetwork(nn.Module):
         """Lay the S3D streams and their inputs out as ``torch.channels_last_3d``."""
         if self.backbone is not None:
             self.backbone.to(memory_format=torch.channels_last_3d)
-            aug = self.preprocessor.augmentation
-            self.preprocessor.augmentation = SpatialAugmentation(
-                **{**aug.__dict__, "channels_last": True}
+            self.preprocessor.augmentation = dataclasses.replace(
+                self.preprocessor.augmentation, channels_last=True
             )
 
     # -- partial initialisation ---------------------------------------------------------------
