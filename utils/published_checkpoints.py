@@ -335,10 +335,7 @@ RECOGNITION_CONVERTERS: Mapping[str, Converter] = MappingProxyType(
 # --------------------------------------------------------------------------------------------
 # loading
 # --------------------------------------------------------------------------------------------
-def recognition_state_dict(
-    model_state: Mapping[str, torch.Tensor], source: str = "<checkpoint>"
-) -> dict[str, torch.Tensor]:
-    """The ``recognition_network.`` part of a model state, in project keys, prefix removed."""
+def _recognition_part(model_state: Mapping[str, torch.Tensor], source: str) -> dict:
     part = {
         k[len(RECOGNITION_PREFIX) :]: v
         for k, v in model_state.items()
@@ -346,8 +343,15 @@ def recognition_state_dict(
     }
     if not part:
         raise CheckpointError(f"{source}: no {RECOGNITION_PREFIX}* weights")
+    return part
+
+
+def recognition_state_dict(
+    model_state: Mapping[str, torch.Tensor], source: str = "<checkpoint>"
+) -> dict[str, torch.Tensor]:
+    """The ``recognition_network.`` part of a model state, in project keys, prefix removed."""
     try:
-        return convert_recognition_state_dict(part)
+        return convert_recognition_state_dict(_recognition_part(model_state, source))
     except CheckpointError as error:
         raise CheckpointError(f"{source}: {error}") from error
 
@@ -356,17 +360,37 @@ _VIDEO_ONLY = re.compile(r"^(backbone\.|heads\.(rgb|keypoint)_aux_\d+\.)")
 
 
 def state_dict_problems(
-    expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor]
+    expected: Mapping[str, torch.Tensor],
+    given: Mapping[str, torch.Tensor],
+    describe: Callable[[str], str] = str,
 ) -> list[str]:
-    """Missing, unexpected and mis-shaped keys of ``given`` against ``expected``, by name."""
-    problems = [f"missing: {k}" for k in expected if k not in given]
-    problems += [f"unexpected: {k}" for k in given if k not in expected]
+    """Missing, unexpected and mis-shaped keys of ``given`` against ``expected``, by name.
+
+    ``describe`` renders a key in the messages (e.g. adding its published name).
+    """
+    problems = [f"missing: {describe(k)}" for k in expected if k not in given]
+    problems += [f"unexpected: {describe(k)}" for k in given if k not in expected]
     problems += [
-        f"shape {tuple(given[k].shape)} != {tuple(v.shape)}: {k}"
+        f"shape {tuple(given[k].shape)} != {tuple(v.shape)}: {describe(k)}"
         for k, v in expected.items()
         if k in given and given[k].shape != v.shape
     ]
     return problems
+
+
+def _describer(layout: str) -> Callable[[str], str]:
+    """Project key -> ``'key (published: recognition_network.old_key)'`` for published layouts."""
+    if layout == PROJECT:
+        return str
+
+    def describe(key: str) -> str:
+        try:
+            published = _rewrite(key, LAYOUT_RULES[layout], to_project=False)
+        except KeyError:
+            return key
+        return f"{key} (published: {RECOGNITION_PREFIX}{published})"
+
+    return describe
 
 
 def load_recognition_state_dict(
@@ -374,9 +398,13 @@ def load_recognition_state_dict(
 ) -> None:
     """Load a (published or project) model state into a recognition network, strictly.
 
-    A feature-mode network (no backbone, no auxiliary heads) takes the heads of a video-mode
-    state: the backbone and auxiliary-head weights are left out, and logged.
+    Every missing, unexpected or mis-shaped key is named in a :class:`CheckpointError`
+    (with its published name for published checkpoints). A feature-mode network (no
+    backbone, no auxiliary heads) takes the heads of a video-mode state: the backbone and
+    auxiliary-head weights are left out, and logged.
     """
+    part = _recognition_part(model_state, source)
+    layout = detect_layout(part).name
     state = recognition_state_dict(model_state, source)
     own = network.state_dict()
     if not any(_VIDEO_ONLY.match(k) for k in own):
@@ -388,10 +416,10 @@ def load_recognition_state_dict(
                 len(dropped),
             )
         state = {k: v for k, v in state.items() if not _VIDEO_ONLY.match(k)}
-    problems = state_dict_problems(own, state)
+    problems = state_dict_problems(own, state, _describer(layout))
     if problems:
         raise CheckpointError(
-            f"{source}: the checkpoint does not fit the recognition network:\n"
+            f"{source}: the {layout} checkpoint does not fit the recognition network:\n"
             + "\n".join(problems)
         )
     network.load_state_dict(state)
