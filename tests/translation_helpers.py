@@ -133,11 +133,17 @@ def tiny_mbart_config(vocab_size: int, d_model: int = 16, layers: int = 1) -> di
 
 
 def seeded_state_dict(
-    shapes: dict[str, tuple[int, ...]], seed: int, std: float = 0.5, tied: Sequence[str] = ()
+    shapes: dict[str, tuple[int, ...]],
+    seed: int,
+    std: float = 0.5,
+    tied: Sequence[str] = (),
+    tied_std: float = 0.2,
 ) -> dict[str, torch.Tensor]:
     """Random weights drawn in sorted key order; the ``tied`` keys share one tensor.
 
-    Layer-norm weights are 1 + 0.1 * noise, other 1-d tensors 0.1 * noise, matrices std * noise.
+    Layer-norm weights are 1 + 0.1 * noise, other 1-d tensors 0.1 * noise, the tied token
+    embedding tied_std * noise (larger values make the random decoders repeat their last
+    token), other matrices std * noise.
     """
     generator = torch.Generator().manual_seed(seed)
     state: dict[str, torch.Tensor] = {}
@@ -150,6 +156,8 @@ def seeded_state_dict(
             state[key] = 1.0 + 0.1 * noise
         elif len(shapes[key]) == 1 or key == "final_logits_bias":
             state[key] = 0.1 * noise
+        elif key in tied:
+            state[key] = tied_std * noise
         else:
             state[key] = std * noise
     return state
@@ -256,8 +264,9 @@ REFERENCE_LENGTHS = [9, 4, 6, 1]
 REFERENCE_GENERATION = [
     {"num_beams": 4, "max_length": 20, "length_penalty": 1.0},
     {"num_beams": 5, "max_length": 30, "length_penalty": 0.6},
+    {"num_beams": 3, "max_length": 25, "length_penalty": 2.0},
 ]
-EOS_BIAS = 2.5
+EOS_BIAS = 1.0
 """Added to ``final_logits_bias[</s>]`` so that the random models' hypotheses end at
 different lengths instead of all running to ``max_length``."""
 

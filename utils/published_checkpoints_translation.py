@@ -1,0 +1,150 @@
+"""Published checkpoints, translation side: ``translation_network.*`` and ``vl_mapper.*`` keys.
+
+A checkpoint of the original release is ``{'model_state': {...}, ...}`` with keys
+
+* ``translation_network.model.<key>``: the Hugging Face ``MBartForConditionalGeneration``
+  state dict as of transformers 4.11 (``final_logits_bias``, ``model.shared.weight``, the
+  tied ``model.{encoder,decoder}.embed_tokens.weight`` and ``lm_head.weight``, ...);
+* ``translation_network.gloss_embedding.weight`` (G2T and S2T models);
+* ``vl_mapper.mapping.<0|2>.{weight,bias}`` (projection) or ``vl_mapper.mapping.weight``
+  (embedding);
+* ``recognition_network.*``: left to the recognition side's converter.
+
+Our modules use the same names (:class:`~modelling.translation_network.TranslationNetwork`
+has ``model`` and ``gloss_embedding``, :class:`~modelling.vl_mapper.VLMapper` has
+``mapping``) and transformers 5 keeps the 4.11 MBart keys, so the mapping is a prefix change;
+tied embedding copies that a checkpoint lacks (newer savers drop duplicates) are filled
+from the copy it has. :data:`TRANSLATION_CONVERTERS` plugs into the recognition side's
+``utils.published_checkpoints.convert_published_state_dict`` for whole S2T checkpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import MappingProxyType
+
+import torch
+from torch import nn
+
+from utils.errors import CheckpointError
+
+TRANSLATION_PREFIX = "translation_network."
+VL_MAPPER_PREFIX = "vl_mapper."
+GLOSS_EMBEDDING_KEY = "gloss_embedding.weight"
+TIED_MBART_KEYS = (
+    "model.shared.weight",
+    "model.encoder.embed_tokens.weight",
+    "model.decoder.embed_tokens.weight",
+    "lm_head.weight",
+)
+_MAX_LISTED = 20
+Converter = Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]
+
+
+def read_model_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The ``model_state`` of a published-layout checkpoint file (tensors only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for corrupt or foreign files
+        raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
+    if not isinstance(checkpoint, Mapping) or "model_state" not in checkpoint:
+        raise CheckpointError(f"{path}: expected a dict with 'model_state'")
+    return dict(checkpoint["model_state"])
+
+
+def split_by_prefix(
+    state: Mapping[str, torch.Tensor], prefix: str
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(keys under ``prefix`` with it removed, all other keys)."""
+    inside = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    outside = {k: v for k, v in state.items() if not k.startswith(prefix)}
+    return inside, outside
+
+
+def fill_tied_embeddings(
+    mbart_state: Mapping[str, torch.Tensor], prefix: str = "model."
+) -> dict[str, torch.Tensor]:
+    """Add missing tied copies of the token embedding (keys under ``prefix``)."""
+    state = dict(mbart_state)
+    present = [k for k in TIED_MBART_KEYS if prefix + k in state]
+    if present:
+        for key in TIED_MBART_KEYS:
+            state.setdefault(prefix + key, state[prefix + present[0]])
+    return state
+
+
+def convert_translation_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Published ``translation_network.*`` keys (prefix removed) -> ours (prefix removed).
+
+    Names are unchanged; tied embedding copies the checkpoint lacks are filled in.
+    """
+    return fill_tied_embeddings(state)
+
+
+def convert_vl_mapper_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Published ``vl_mapper.*`` keys (prefix removed) -> ours: ``mapping.*`` unchanged."""
+    foreign = sorted(k for k in state if not k.startswith("mapping."))
+    if foreign:
+        raise CheckpointError(f"unknown vl_mapper keys: {', '.join(foreign[:_MAX_LISTED])}")
+    return dict(state)
+
+
+TRANSLATION_CONVERTERS: Mapping[str, Converter] = MappingProxyType(
+    {
+        TRANSLATION_PREFIX: convert_translation_state_dict,
+        VL_MAPPER_PREFIX: convert_vl_mapper_state_dict,
+    }
+)
+"""Prefix -> converter, to combine with the recognition side's converters, e.g.
+``convert_published_state_dict(state, {**RECOGNITION_CONVERTERS, **TRANSLATION_CONVERTERS})``."""
+
+
+def check_state(
+    expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor], source: str
+) -> None:
+    """Raise CheckpointError naming missing / unexpected keys and shape mismatches."""
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    mismatched = sorted(
+        f"{k}: checkpoint {tuple(given[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in set(expected) & set(given)
+        if given[k].shape != expected[k].shape
+    )
+    problems = [
+        f"{label} ({len(items)}): {', '.join(items[:_MAX_LISTED])}"
+        + (" ..." if len(items) > _MAX_LISTED else "")
+        for label, items in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", mismatched),
+        )
+        if items
+    ]
+    if problems:
+        raise CheckpointError(f"{source} does not fit the model: " + "; ".join(problems))
+
+
+def load_checked(module: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """``module.load_state_dict(state)`` after :func:`check_state` (no silent partial loads)."""
+    check_state(module.state_dict(), state, source)
+    module.load_state_dict(state, strict=True)
+
+
+def load_translation_checkpoint(network: nn.Module, path: str | Path) -> None:
+    """Load the ``translation_network.*`` weights of a published checkpoint into ``network``."""
+    translation, _ = split_by_prefix(read_model_state(path), TRANSLATION_PREFIX)
+    if not translation:
+        raise CheckpointError(f"{path} has no translation_network.* keys")
+    load_checked(network, convert_translation_state_dict(translation), f"checkpoint {path}")
+
+
+def load_ensemble_member(model: nn.Module, path: str | Path) -> None:
+    """Load ``translation_network.model.*`` of a published checkpoint into an mBART."""
+    mbart, _ = split_by_prefix(read_model_state(path), TRANSLATION_PREFIX + "model.")
+    if not mbart:
+        raise CheckpointError(f"{path} has no translation_network.model.* keys")
+    load_checked(model, fill_tied_embeddings(mbart, prefix=""), f"checkpoint {path}")
