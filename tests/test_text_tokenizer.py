@@ -17,6 +17,12 @@ from utils.config import TextTokenizerConfig
 from utils.errors import ConfigurationError, DataError
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny matrices: a second intra-op thread only adds barrier waits on a shared CPU."""
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="module")
 def pruned_dir(tmp_path_factory) -> Path:
     return make_pruned_mbart(tmp_path_factory.mktemp("mbart"))
