@@ -183,7 +183,6 @@ class TranslationEnsemble(nn.Module):
         num_beams: int = 5,
         max_length: int = 100,
         length_penalty: float = 1.0,
-        **unused: Any,
     ) -> dict[str, Any]:
         """Beam search on the averaged distributions of all members, in eval mode.
 
@@ -218,7 +217,7 @@ class TranslationEnsemble(nn.Module):
         ]
         mask0 = attention_mask_list[0]
         kwargs = generation_kwargs(
-            lead, self.text_tokenizer, mask0.shape[0], mask0.device,
+            self.text_tokenizer, mask0.shape[0], mask0.device,
             num_beams=num_beams, max_length=max_length, length_penalty=length_penalty,
         )  # fmt: skip
         processors = LogitsProcessorList([EnsembleScores(members)])

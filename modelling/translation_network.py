@@ -310,7 +310,6 @@ class TranslationNetwork(nn.Module):
         num_beams: int = 4,
         max_length: int = 100,
         length_penalty: float = 1.0,
-        **unused: Any,
     ) -> dict[str, Any]:
         """Beam search from encoder inputs (B, T, D) / (B, T), in eval mode.
 
@@ -319,7 +318,7 @@ class TranslationNetwork(nn.Module):
             ``decoded_sequences``: the B strings.
         """
         kwargs = generation_kwargs(
-            self.model, self.text_tokenizer, attention_mask.shape[0], attention_mask.device,
+            self.text_tokenizer, attention_mask.shape[0], attention_mask.device,
             num_beams=num_beams, max_length=max_length, length_penalty=length_penalty,
         )  # fmt: skip
         with evaluating(self):
@@ -351,7 +350,6 @@ def _fit_time(features: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def generation_kwargs(
-    model: nn.Module,
     text_tokenizer: TextTokenizer,
     batch_size: int,
     device: torch.device,

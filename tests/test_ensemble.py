@@ -53,7 +53,7 @@ def _source(seed: int, width: int = WIDTH) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _alone(model, tokenizer, embeds, mask, **setting) -> torch.Tensor:
-    kwargs = generation_kwargs(model, tokenizer, embeds.shape[0], embeds.device, **setting)
+    kwargs = generation_kwargs(tokenizer, embeds.shape[0], embeds.device, **setting)
     return model.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs).sequences
 
 
