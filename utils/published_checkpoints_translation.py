@@ -27,11 +27,12 @@ from types import MappingProxyType
 import torch
 from torch import nn
 
+from utils.checkpoints import load_checkpoint, model_state_of
 from utils.errors import CheckpointError
+from utils.published_checkpoints import state_dict_problems
 
 TRANSLATION_PREFIX = "translation_network."
 VL_MAPPER_PREFIX = "vl_mapper."
-GLOSS_EMBEDDING_KEY = "gloss_embedding.weight"
 TIED_MBART_KEYS = (
     "model.shared.weight",
     "model.encoder.embed_tokens.weight",
@@ -43,17 +44,8 @@ Converter = Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 
 def read_model_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """The ``model_state`` of a published-layout checkpoint file (tensors only)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for corrupt or foreign files
-        raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
-    if not isinstance(checkpoint, Mapping) or "model_state" not in checkpoint:
-        raise CheckpointError(f"{path}: expected a dict with 'model_state'")
-    return dict(checkpoint["model_state"])
+    """The ``model_state`` of a (published or project) checkpoint file."""
+    return model_state_of(load_checkpoint(path), path)
 
 
 def split_by_prefix(
@@ -103,34 +95,12 @@ TRANSLATION_CONVERTERS: Mapping[str, Converter] = MappingProxyType(
 ``convert_published_state_dict(state, {**RECOGNITION_CONVERTERS, **TRANSLATION_CONVERTERS})``."""
 
 
-def check_state(
-    expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor], source: str
-) -> None:
-    """Raise CheckpointError naming missing / unexpected keys and shape mismatches."""
-    missing = sorted(set(expected) - set(given))
-    unexpected = sorted(set(given) - set(expected))
-    mismatched = sorted(
-        f"{k}: checkpoint {tuple(given[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in set(expected) & set(given)
-        if given[k].shape != expected[k].shape
-    )
-    problems = [
-        f"{label} ({len(items)}): {', '.join(items[:_MAX_LISTED])}"
-        + (" ..." if len(items) > _MAX_LISTED else "")
-        for label, items in (
-            ("missing keys", missing),
-            ("unexpected keys", unexpected),
-            ("shape mismatches", mismatched),
-        )
-        if items
-    ]
-    if problems:
-        raise CheckpointError(f"{source} does not fit the model: " + "; ".join(problems))
-
-
 def load_checked(module: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """``module.load_state_dict(state)`` after :func:`check_state` (no silent partial loads)."""
-    check_state(module.state_dict(), state, source)
+    """``module.load_state_dict(state)``, or a CheckpointError naming every mismatching key."""
+    problems = state_dict_problems(module.state_dict(), state)
+    if problems:
+        listed = problems[:_MAX_LISTED] + (["..."] if len(problems) > _MAX_LISTED else [])
+        raise CheckpointError(f"{source} does not fit the model:\n" + "\n".join(listed))
     module.load_state_dict(state, strict=True)
 
 
