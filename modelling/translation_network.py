@@ -466,14 +466,24 @@ def freeze_text_embeddings(model: nn.Module) -> None:
 
 
 def build_gloss_side(
-    cfg: TranslationConfig, d_model: int
+    cfg: TranslationConfig, d_model: int, vocabulary: GlossVocabulary | None = None
 ) -> tuple[GlossVocabulary | None, nn.Embedding | None, dict[str, torch.Tensor] | None]:
-    """Gloss vocabulary, gloss embedding and pretrained gloss vectors (None without GlossTokenizer)."""
+    """Gloss vocabulary, gloss embedding and pretrained gloss vectors (None without GlossTokenizer).
+
+    ``vocabulary`` replaces ``GlossTokenizer.gloss2id_file`` (e.g. built from the training
+    glosses for a model trained from scratch).
+    """
     if cfg.GlossTokenizer is None:
         return None, None, None
-    vocabulary = GlossVocabulary.from_file(
-        cfg.GlossTokenizer.gloss2id_file, lower_case=cfg.GlossTokenizer.lower_case
-    )
+    if vocabulary is None:
+        if cfg.GlossTokenizer.gloss2id_file is None:
+            raise ConfigurationError(
+                "TranslationNetwork.GlossTokenizer.gloss2id_file: required unless the "
+                "vocabulary is built from the training glosses"
+            )
+        vocabulary = GlossVocabulary.from_file(
+            cfg.GlossTokenizer.gloss2id_file, lower_case=cfg.GlossTokenizer.lower_case
+        )
     embed_cfg = cfg.GlossEmbedding or GlossEmbeddingConfig()
     vectors = None
     if embed_cfg.gloss2embed_file is not None:
@@ -493,6 +503,7 @@ def build_translation_network(
     *,
     text_tokenizer: TextTokenizer | None = None,
     train_texts: Sequence[str] | None = None,
+    gloss_vocabulary: GlossVocabulary | None = None,
     load_checkpoint: bool = True,
 ) -> TranslationNetwork:
     """A :class:`TranslationNetwork` from ``model.TranslationNetwork``.
@@ -503,6 +514,7 @@ def build_translation_network(
             overrides the input type.
         text_tokenizer: reuse a tokenizer; default: built from ``cfg.TextTokenizer``.
         train_texts: training texts, to build a word/char vocabulary without a file.
+        gloss_vocabulary: the source gloss vocabulary; default: ``GlossTokenizer.gloss2id_file``.
         load_checkpoint: load ``cfg.load_ckpt`` (a published-layout checkpoint) when set.
     """
     if task not in ("G2T", "S2T"):
@@ -514,7 +526,9 @@ def build_translation_network(
     if cfg.freeze_txt_embed:
         freeze_text_embeddings(model)
         logger.info("text embeddings frozen")
-    vocabulary, gloss_embedding, vectors = build_gloss_side(cfg, model.config.d_model)
+    vocabulary, gloss_embedding, vectors = build_gloss_side(
+        cfg, model.config.d_model, gloss_vocabulary
+    )
     network = TranslationNetwork(
         model,
         text_tokenizer,

@@ -91,12 +91,15 @@ def test_boolean_is_not_an_integer():
 
 def test_missing_required_key():
     data = _raw()
-    del data["model"]["RecognitionNetwork"]["GlossTokenizer"]["gloss2id_file"]
+    del data["training"]["model_dir"]
     message = _error(data)
-    assert (
-        "model.RecognitionNetwork.GlossTokenizer.gloss2id_file" in message
-        and "missing required key" in message
-    )
+    assert "training.model_dir: missing required key" in message
+
+
+def test_recognition_needs_its_vocabulary_file():
+    data = _raw()
+    del data["model"]["RecognitionNetwork"]["GlossTokenizer"]["gloss2id_file"]
+    assert "model.RecognitionNetwork.GlossTokenizer.gloss2id_file: required" in _error(data)
 
 
 def test_wrong_choice_lists_valid_ones():

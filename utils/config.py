@@ -140,7 +140,9 @@ class DataConfig:
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class GlossTokenizerConfig:
-    gloss2id_file: str
+    """A gloss vocabulary: a ``gloss2ids.pkl`` file (translation: none = built from train)."""
+
+    gloss2id_file: str | None = None
     lower_case: bool = True
     src_lang: str | None = None
 
@@ -307,6 +309,11 @@ class RecognitionConfig:
     activation_checkpointing: bool = False  # new: recompute stream activations in backward
 
     def check(self) -> Iterator[Problem]:
+        if self.GlossTokenizer.gloss2id_file is None:
+            yield (
+                "GlossTokenizer.gloss2id_file",
+                "required: the recognition vocabulary (gloss2ids.pkl)",
+            )
         name = self.gloss_feature_ensemble
         if name is not None and not GLOSS_FEATURE_PATTERN.match(name):
             yield (
@@ -517,9 +524,19 @@ class TrainingConfig:
 
 
 @dataclass(frozen=True)
+class TuningConfig:
+    """Decoding settings tried on dev by ``prediction.py``; the best is used for test (new)."""
+
+    recognition_beam_size: tuple[int, ...] = ()
+    translation_num_beams: tuple[int, ...] = ()
+    translation_length_penalty: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
 class TestingConfig:
     cfg: DecodingConfig = field(default_factory=DecodingConfig)
     output_feature: tuple[str, ...] | None = None
+    tuning: TuningConfig | None = None
 
 
 @dataclass(frozen=True)

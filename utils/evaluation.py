@@ -47,7 +47,9 @@ def collect_predictions(
     model.eval()
     records: list[dict[str, Any]] = []
     with torch.no_grad():
-        for batch in tqdm(loader, desc="decoding", disable=not ctx.is_main, leave=False, dynamic_ncols=True):
+        for batch in tqdm(
+            loader, desc="decoding", disable=not ctx.is_main, leave=False, dynamic_ncols=True
+        ):
             batch = move_to_device(batch, ctx.device)
             with autocast_context(mixed_precision, ctx.device):
                 hypotheses = model.predict(batch, decoding)
@@ -56,21 +58,27 @@ def collect_predictions(
     return [merged[name] for name in sorted(merged)]
 
 
-def _records_of(batch: Mapping[str, Any], hypotheses: Mapping[str, list[str]]) -> Iterable[dict[str, Any]]:
+def _records_of(
+    batch: Mapping[str, Any], hypotheses: Mapping[str, list[str]]
+) -> Iterable[dict[str, Any]]:
     for i, name in enumerate(batch["names"]):
         record = {"name": name, "gloss_ref": batch["glosses"][i], "text_ref": batch["texts"][i]}
         record.update({key: values[i] for key, values in hypotheses.items()})
         yield record
 
 
-def score_records(records: list[dict[str, Any]], dataset_name: str, level: str, is_translation: bool) -> Evaluation:
+def score_records(
+    records: list[dict[str, Any]], dataset_name: str, level: str, is_translation: bool
+) -> Evaluation:
     """Metrics of the collected records (see the module docstring for their names)."""
     metrics: dict[str, float] = {}
     gloss_keys = sorted({k for r in records for k in r if k.startswith(GLOSS_PREFIX)})
     references = [r["gloss_ref"] for r in records]
     for key in gloss_keys:
         hypotheses = [r[key] for r in records]
-        metrics[f"wer_{key[len(GLOSS_PREFIX) :]}"] = recognition_wer(references, hypotheses, dataset_name)["wer"]
+        metrics[f"wer_{key[len(GLOSS_PREFIX) :]}"] = recognition_wer(
+            references, hypotheses, dataset_name
+        )["wer"]
     if gloss_keys:
         metrics["wer"] = min(metrics.values())
     if is_translation:
@@ -105,7 +113,9 @@ def format_table(results: Mapping[str, Mapping[str, float]]) -> str:
     header = "split ".ljust(8) + " ".join(c.rjust(width) for c in columns)
     lines = [header, "-" * len(header)]
     for split, metrics in results.items():
-        cells = [f"{metrics[c]:.2f}".rjust(width) if c in metrics else "-".rjust(width) for c in columns]
+        cells = [
+            f"{metrics[c]:.2f}".rjust(width) if c in metrics else "-".rjust(width) for c in columns
+        ]
         lines.append(split.ljust(8) + " ".join(cells))
     return "\n".join(lines)
 

@@ -60,7 +60,9 @@ class Evaluation:
 
 
 class TaskModel(Protocol):
-    def __call__(self, batch: Mapping[str, Any], generator: torch.Generator | None = None) -> Any: ...
+    def __call__(
+        self, batch: Mapping[str, Any], generator: torch.Generator | None = None
+    ) -> Any: ...
 
     def optimizer_modules(self) -> dict[str, nn.Module]: ...
 
@@ -150,7 +152,9 @@ class Trainer:
         if not self.ctx.is_distributed:
             return model
         device_ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=find_unused)
+        return DistributedDataParallel(
+            model, device_ids=device_ids, find_unused_parameters=find_unused
+        )
 
     @property
     def steps_per_epoch(self) -> int:
@@ -188,7 +192,10 @@ class Trainer:
             self._train_step(batch)
             self.position.batches_done += 1
             progress.update(1)
-            if self.tcfg.validation.unit == "step" and self.global_step % self.tcfg.validation.freq == 0:
+            if (
+                self.tcfg.validation.unit == "step"
+                and self.global_step % self.tcfg.validation.freq == 0
+            ):
                 self._validate_and_save()
             if self._reached_max_steps():
                 break
@@ -215,7 +222,9 @@ class Trainer:
     def _train_step(self, batch: Mapping[str, Any]) -> None:
         started = time.perf_counter()
         batch = move_to_device(batch, self.ctx.device)
-        generator = step_generator(self.tcfg.random_seed, self.global_step, self.ctx.rank, self.ctx.device)
+        generator = step_generator(
+            self.tcfg.random_seed, self.global_step, self.ctx.rank, self.ctx.device
+        )
         with autocast_context(self.tcfg.mixed_precision, self.ctx.device):
             losses = self.network(batch, generator=generator).losses
         losses["total"].float().backward()
@@ -259,7 +268,9 @@ class Trainer:
             return
         self.writer.add_many("train", means, self.global_step)
         for group in self.optimizer.param_groups:
-            self.writer.add(f"train/lr_{group.get('name', 'default')}", group["lr"], self.global_step)
+            self.writer.add(
+                f"train/lr_{group.get('name', 'default')}", group["lr"], self.global_step
+            )
         self.writer.add("train/nonfinite_steps", self.nonfinite_total, self.global_step)
         lr = self.optimizer.param_groups[0]["lr"]
         logger.info(
@@ -279,7 +290,9 @@ class Trainer:
         evaluation = self.evaluate(self.model, "dev")
         self.model.train()
         improved = self.best_score is None or (
-            evaluation.score > self.best_score if evaluation.higher_is_better else evaluation.score < self.best_score
+            evaluation.score > self.best_score
+            if evaluation.higher_is_better
+            else evaluation.score < self.best_score
         )
         if improved:
             self.best_score, self.best_step = evaluation.score, self.global_step

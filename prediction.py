@@ -1,0 +1,74 @@
+"""Evaluate a trained model: the paper-style table, results.json and per-sample hypotheses.
+
+    python prediction.py --config experiments/configs/TwoStream/phoenix-2014t_s2g.yaml
+    python prediction.py --config CFG --ckpt path/to/best.ckpt --splits dev,test --output DIR --save-logits
+
+``--ckpt`` accepts checkpoints of this project and of the original release (default:
+``<model_dir>/ckpts/best.ckpt``; ensembles read their members from the config). Metrics are
+in percent: ``wer_<head>`` for recognition, ``bleu1``..``bleu4`` and ``rouge`` for
+translation. With ``testing.tuning`` in the config, decoding settings are chosen on dev.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from utils.config import check_files, load_config
+from utils.distributed import init_distributed, shutdown_distributed
+from utils.errors import SignLanguageError
+from utils.experiment import build_task_model, build_vocabularies, load_model_weights
+from utils.inference import predict_splits
+from utils.logs import setup_logging
+
+logger = logging.getLogger("prediction")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", required=True, help="experiment YAML")
+    parser.add_argument("--ckpt", help="checkpoint (default: <model_dir>/ckpts/best.ckpt)")
+    parser.add_argument("--splits", default="dev,test", help="comma-separated, e.g. dev,test")
+    parser.add_argument("--output", help="output folder (default: <model_dir>/prediction)")
+    parser.add_argument(
+        "--save-logits", action="store_true", help="write <output>/<split>/logits.pt (S2G)"
+    )
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE")
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> dict:
+    cfg = load_config(args.config, args.override)
+    ctx = init_distributed(cfg.training.device)
+    model_dir = Path(cfg.training.model_dir)
+    output = Path(args.output) if args.output else model_dir / "prediction"
+    setup_logging(output / "prediction.log", ctx.is_main)
+    splits = [s for s in args.splits.split(",") if s]
+    check_files(cfg, splits, args.config)
+    vocabs = build_vocabularies(cfg, model_dir, save=False)
+    model = build_task_model(cfg, vocabs).to(ctx.device)
+    if cfg.task != "S2T_Ensemble":
+        checkpoint = Path(args.ckpt) if args.ckpt else model_dir / "ckpts" / "best.ckpt"
+        load_model_weights(model, checkpoint)
+        logger.info("weights from %s", checkpoint)
+    return predict_splits(model, cfg, vocabs, ctx, splits, output, save_logits=args.save_logits)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        run(args)
+    except SignLanguageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        shutdown_distributed()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

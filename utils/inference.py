@@ -1,0 +1,191 @@
+"""Running a trained model over splits: scores, hypotheses, logits, tuned decoding.
+
+Used by ``prediction.py`` and at the end of ``training.py``. Output folder layout::
+
+    results.json            {split: {metric: value}} (percent), plus the decoding used
+    <split>/hypotheses.jsonl one line per sample: name, references, hypotheses
+    <split>/logits.pt       (--save-logits, S2G) name -> {head: float32 (T', V) log-probs}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dataset.task_data import Vocabularies, build_dataset, build_loader
+from utils.config import Config, DecodingConfig, TuningConfig
+from utils.distributed import DistributedContext, gather_objects
+from utils.evaluation import collect_predictions, format_table, score_records
+from utils.trainer import Evaluation, autocast_context, move_to_device
+
+logger = logging.getLogger(__name__)
+
+
+def split_loader(cfg: Config, split: str, vocabs: Vocabularies, ctx: DistributedContext):
+    """An evaluation loader of ``split`` (no augmentation, fixed order)."""
+    dataset = build_dataset(cfg, split, vocabs, is_train=False)
+    loader, sampler = build_loader(
+        dataset,
+        cfg.training.batch_size,
+        shuffle=False,
+        num_workers=cfg.training.num_workers,
+        seed=cfg.training.random_seed,
+        ctx=ctx,
+    )
+    sampler.set_epoch(0)
+    return loader
+
+
+def evaluate_loader(
+    model: nn.Module, loader, cfg: Config, decoding: DecodingConfig, ctx: DistributedContext
+) -> Evaluation:
+    records = collect_predictions(model, loader, decoding, ctx, cfg.training.mixed_precision)
+    return score_records(records, cfg.data.dataset_name, cfg.data.level, cfg.is_translation)
+
+
+# -- decoding settings tuned on dev ----------------------------------------------------------
+def candidate_decodings(
+    base: DecodingConfig, tuning: TuningConfig | None, cfg: Config
+) -> list[DecodingConfig]:
+    """Every combination of the tuning grid (only the settings the task uses)."""
+    if tuning is None:
+        return [base]
+    beams = tuning.recognition_beam_size if cfg.is_recognition else ()
+    num_beams = tuning.translation_num_beams if cfg.is_translation else ()
+    penalties = tuning.translation_length_penalty if cfg.is_translation else ()
+    grid = itertools.product(
+        beams or (base.recognition.beam_size,),
+        num_beams or (base.translation.num_beams,),
+        penalties or (base.translation.length_penalty,),
+    )
+    return [
+        dataclasses.replace(
+            base,
+            recognition=dataclasses.replace(base.recognition, beam_size=b),
+            translation=dataclasses.replace(base.translation, num_beams=n, length_penalty=lp),
+        )
+        for b, n, lp in grid
+    ]
+
+
+def tune_decoding(
+    model: nn.Module,
+    loader,
+    cfg: Config,
+    candidates: Sequence[DecodingConfig],
+    ctx: DistributedContext,
+) -> tuple[DecodingConfig, Evaluation]:
+    """The candidate with the best dev score (and that evaluation)."""
+    best: tuple[DecodingConfig, Evaluation] | None = None
+    for decoding in candidates:
+        evaluation = evaluate_loader(model, loader, cfg, decoding, ctx)
+        logger.info(
+            "dev with %s: %s %.2f", _describe(decoding, cfg), evaluation.primary, evaluation.score
+        )
+        if best is None or _better(evaluation, best[1]):
+            best = (decoding, evaluation)
+    return best
+
+
+def _better(a: Evaluation, b: Evaluation) -> bool:
+    return a.score > b.score if a.higher_is_better else a.score < b.score
+
+
+def _describe(decoding: DecodingConfig, cfg: Config) -> str:
+    parts = []
+    if cfg.is_recognition:
+        parts.append(f"ctc beam {decoding.recognition.beam_size}")
+    if cfg.is_translation:
+        t = decoding.translation
+        parts.append(f"beams {t.num_beams}, length penalty {t.length_penalty}")
+    return ", ".join(parts)
+
+
+# -- the whole prediction run ----------------------------------------------------------------
+def predict_splits(
+    model: nn.Module,
+    cfg: Config,
+    vocabs: Vocabularies,
+    ctx: DistributedContext,
+    splits: Sequence[str],
+    output_dir: Path,
+    save_logits: bool = False,
+) -> dict[str, dict[str, float]]:
+    """Decode and score ``splits``; decoding tuned on dev when ``testing.tuning`` is set.
+
+    Writes the files listed in the module docstring (rank 0) and returns the metrics.
+    """
+    decoding = cfg.testing.cfg
+    candidates = candidate_decodings(decoding, cfg.testing.tuning, cfg)
+    results: dict[str, Any] = {}
+    evaluations: dict[str, Evaluation] = {}
+    if len(candidates) > 1:
+        decoding, evaluations["dev"] = tune_decoding(
+            model, split_loader(cfg, "dev", vocabs, ctx), cfg, candidates, ctx
+        )
+        logger.info("decoding chosen on dev: %s", _describe(decoding, cfg))
+    for split in splits:
+        loader = split_loader(cfg, split, vocabs, ctx)
+        if split not in evaluations:
+            evaluations[split] = evaluate_loader(model, loader, cfg, decoding, ctx)
+        if save_logits:
+            logits = collect_logits(model, loader, ctx)
+            if ctx.is_main:
+                _save(logits, output_dir / split / "logits.pt")
+    metrics = {split: evaluations[split].metrics for split in splits}
+    if ctx.is_main:
+        results = {**metrics, "decoding": dataclasses.asdict(decoding)}
+        write_outputs(output_dir, results, {s: evaluations[s].samples for s in splits})
+        print(format_table(metrics), flush=True)
+    return metrics
+
+
+def write_outputs(output_dir: Path, results: dict, samples: dict[str, list[dict]]) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "results.json").write_text(
+        json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8"
+    )
+    for split, records in samples.items():
+        folder = output_dir / split
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "hypotheses.jsonl", "w", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    logger.info("results written to %s", output_dir)
+
+
+def collect_logits(
+    model: nn.Module, loader, ctx: DistributedContext
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Sample name -> {head: float32 (T', V) gloss log-probabilities} (S2G models)."""
+    if not hasattr(model, "gloss_log_probs"):
+        raise ValueError("--save-logits needs a sign-to-gloss (S2G) model")
+    model.eval()
+    per_sample: dict[str, dict[str, torch.Tensor]] = {}
+    with torch.no_grad():
+        for batch in loader:
+            batch = move_to_device(batch, ctx.device)
+            with autocast_context("fp32", ctx.device):
+                heads = model.gloss_log_probs(batch)
+            for i, name in enumerate(batch["names"]):
+                per_sample[name] = {
+                    head: log_probs[i, : int(lengths[i])].float().cpu()
+                    for head, (log_probs, lengths) in heads.items()
+                }
+    merged: dict[str, dict[str, torch.Tensor]] = {}
+    for shard in gather_objects(per_sample):
+        merged.update(shard)
+    return merged
+
+
+def _save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(obj, path)
