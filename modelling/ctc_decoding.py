@@ -60,7 +60,7 @@ def ctc_greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[li
 
 
 def prefix_beam_search(log_probs: np.ndarray, beam_size: int) -> list[tuple[list[int], float]]:
-    """CTC prefix beam search over one sequence.
+    """CTC prefix beam search over one sequence, with TensorFlow's pruning order.
 
     Args:
         log_probs: ``(T, V)`` normalised log-probabilities, blank at index 0.
@@ -68,7 +68,7 @@ def prefix_beam_search(log_probs: np.ndarray, beam_size: int) -> list[tuple[list
 
     Returns:
         up to ``beam_size`` ``(labelling, log-probability)`` pairs, best first. The score of
-        a labelling sums over all its alignments (within the beam).
+        a labelling sums over all its alignments that stayed within the beam.
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be positive, got {beam_size}")
@@ -78,8 +78,7 @@ def prefix_beam_search(log_probs: np.ndarray, beam_size: int) -> list[tuple[list
     for step in log_probs:
         prefixes, blank_end, label_end = _step(prefixes, blank_end, label_end, step, beam_size)
     total = np.logaddexp(blank_end, label_end)
-    order = np.argsort(-total, kind="stable")
-    return [(list(prefixes[i]), float(total[i])) for i in order]
+    return [(list(prefixes[i]), float(total[i])) for i in range(len(prefixes))]
 
 
 def _step(
@@ -89,43 +88,103 @@ def _step(
     step: np.ndarray,
     beam_size: int,
 ) -> tuple[list[tuple[int, ...]], np.ndarray, np.ndarray]:
-    """Advance all beams by one time step and keep the best ``beam_size`` prefixes."""
-    total = np.logaddexp(blank_end, label_end)
+    """Advance the beams (sorted best first) by one time step.
+
+    The scores are computed for all beams x labels at once; which candidates survive
+    follows TensorFlow's decoder, which admits candidates one by one into a bounded heap
+    (beams best first, labels in increasing order). That differs from a plain top-k in
+    one way: a beam pushed out of the heap and then met again as an extension of its
+    parent is discarded for the rest of the step, so its own extensions are not tried.
+    """
+    old_total = np.logaddexp(blank_end, label_end)
     last = np.array([p[-1] if p else -1 for p in prefixes])
-    # same prefix: a blank, or a repeat of the last label
-    stay_blank = total + step[BLANK]
-    stay_label = np.where(last >= 0, label_end + step[np.maximum(last, 0)], NEG_INF)
-    # extensions (beam, label): a repeat of the last label needs a blank in between
-    extend = np.where(np.arange(step.size) == last[:, None], blank_end[:, None], total[:, None])
+    # extensions (beam, label); a repeat of the last label needs a blank in between
+    extend = np.where(np.arange(step.size) == last[:, None], blank_end[:, None], old_total[:, None])
     extend = extend + step[None, :]
-    extend[:, BLANK] = NEG_INF
-    # an extension that equals an existing beam is merged into that beam
+    # same prefix: a blank, or a repeat of the last label, plus the parent's extension
+    new_blank = old_total + step[BLANK]
+    new_label = np.where(last >= 0, label_end + step[np.maximum(last, 0)], NEG_INF)
     index = {prefix: i for i, prefix in enumerate(prefixes)}
+    existing_child: dict[tuple[int, int], int] = {}
     for i, prefix in enumerate(prefixes):
         if prefix and prefix[:-1] in index:
             parent = index[prefix[:-1]]
-            stay_label[i] = np.logaddexp(stay_label[i], extend[parent, prefix[-1]])
-            extend[parent, prefix[-1]] = NEG_INF
-    scores = np.concatenate([np.logaddexp(stay_blank, stay_label), extend.ravel()])
-    keep = _top(scores, beam_size)
-    beams, vocab = len(prefixes), step.size
-    new_prefixes, new_blank, new_label = [], [], []
-    for k in keep:
-        if k < beams:
-            new_prefixes.append(prefixes[k])
-            new_blank.append(stay_blank[k])
-            new_label.append(stay_label[k])
+            new_label[i] = np.logaddexp(new_label[i], extend[parent, prefix[-1]])
+            existing_child[parent, prefix[-1]] = i
+    heap = _Heap(beam_size, np.logaddexp(new_blank, new_label))
+    for parent in range(len(prefixes)):
+        if heap.admits(old_total[parent]) and not heap.discarded[parent]:
+            _extend(heap, parent, extend[parent], existing_child)
+    new_prefixes, new_blank_out, new_label_out = [], [], []
+    for _, key in heap.sorted_entries():
+        if isinstance(key, int):
+            new_prefixes.append(prefixes[key])
+            new_blank_out.append(new_blank[key])
+            new_label_out.append(new_label[key])
         else:
-            parent, label = divmod(int(k) - beams, vocab)
+            parent, label = key
             new_prefixes.append((*prefixes[parent], label))
-            new_blank.append(NEG_INF)
-            new_label.append(extend[parent, label])
-    return new_prefixes, np.array(new_blank), np.array(new_label)
+            new_blank_out.append(NEG_INF)
+            new_label_out.append(extend[parent, label])
+    return new_prefixes, np.array(new_blank_out), np.array(new_label_out)
 
 
-def _top(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` best finite scores, best first (ties: lower index first)."""
-    finite = np.flatnonzero(scores > NEG_INF)
-    if finite.size > k:
-        finite = finite[np.argpartition(-scores[finite], k - 1)[:k]]
-    return finite[np.argsort(-scores[finite], kind="stable")]
+def _extend(
+    heap: _Heap, parent: int, scores: np.ndarray, existing_child: dict[tuple[int, int], int]
+) -> None:
+    """Offer ``parent``'s extensions to the heap in label order (as TensorFlow does)."""
+    label = BLANK + 1
+    while label < scores.size and not heap.full:  # room left: every extension gets in
+        _offer(heap, parent, label, scores[label], existing_child)
+        label += 1
+    if label >= scores.size:
+        return
+    # the bottom only rises: what is below it now can never enter
+    hopeful = set((np.flatnonzero(scores[label:] > heap.bottom) + label).tolist())
+    hopeful |= {lab for (p, lab) in existing_child if p == parent and lab >= label}
+    for candidate in sorted(hopeful):
+        _offer(heap, parent, candidate, scores[candidate], existing_child)
+
+
+def _offer(
+    heap: _Heap, parent: int, label: int, score: float, existing_child: dict[tuple[int, int], int]
+) -> None:
+    child = existing_child.get((parent, label))
+    if child is not None and heap.holds(child):
+        return  # a beam already: its parent's extension was merged into it
+    if heap.admits(score):
+        heap.push((parent, label), score)
+    elif child is not None:
+        heap.discarded[child] = True
+
+
+class _Heap:
+    """The surviving candidates of a step: at most ``size``, weakest dropped first."""
+
+    def __init__(self, size: int, beam_scores: np.ndarray) -> None:
+        self.size = size
+        self.entries: dict[int | tuple[int, int], float] = dict(enumerate(beam_scores.tolist()))
+        self.discarded = np.zeros(len(beam_scores), dtype=bool)
+
+    @property
+    def full(self) -> bool:
+        return len(self.entries) >= self.size
+
+    @property
+    def bottom(self) -> float:
+        return min(self.entries.values())
+
+    def holds(self, beam: int) -> bool:
+        return beam in self.entries
+
+    def admits(self, score: float) -> bool:
+        return score > NEG_INF and (not self.full or score > self.bottom)
+
+    def push(self, key: tuple[int, int], score: float) -> None:
+        if self.full:
+            weakest = min(self.entries, key=self.entries.__getitem__)
+            del self.entries[weakest]
+        self.entries[key] = score
+
+    def sorted_entries(self) -> list[tuple[float, int | tuple[int, int]]]:
+        return sorted(((s, k) for k, s in self.entries.items()), key=lambda e: -e[0])
