@@ -4,8 +4,9 @@ The published decoder was TensorFlow's ``ctc_beam_search_decoder`` (no merging o
 inside the search), applied to log-softmax-normalised scores, keeping the best path only,
 followed by merging consecutive duplicate glosses. :func:`ctc_decode` reproduces that with
 a CTC prefix beam search in NumPy: at each step every beam is extended by every label at
-once (a ``beams x vocabulary`` array), extensions that reach an existing prefix are merged
-into it, and the best ``beam_size`` prefixes survive.
+once (a ``beams x vocabulary`` array) and extensions that reach an existing prefix are
+merged into it; the survivors are chosen in TensorFlow's admission order (see
+:func:`_step`), so the decoded ids match TensorFlow's, not only in the typical case.
 """
 
 from __future__ import annotations
