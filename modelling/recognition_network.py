@@ -133,9 +133,19 @@ class VideoPreprocessor(nn.Module):
             raise ValueError("the rgb stream needs videos (B, T, 3, H, W)")
         if use_keypoints and keypoints is None:
             raise ValueError("the keypoint stream needs keypoints (B, T, K, 3)")
-        heatmaps = self._render(keypoints) if use_keypoints else None
+        device = (videos if videos is not None else keypoints).device
+        with torch.autocast(device.type, enabled=False):  # inputs are prepared in float32
+            return self._prepare(videos if use_rgb else None, keypoints, generator)
+
+    def _prepare(
+        self,
+        videos: torch.Tensor | None,
+        keypoints: torch.Tensor | None,
+        generator: torch.Generator | int | None,
+    ) -> dict[str, torch.Tensor]:
+        heatmaps = self._render(keypoints) if "keypoint" in self.streams else None
         frames, maps = augment_batch(
-            videos if use_rgb else None,
+            videos,
             heatmaps,
             is_train=self.training,
             config=self.augmentation,
