@@ -66,6 +66,7 @@ TEACHER_HEADS = {
     "ensemble_early": ENSEMBLE_EARLY,
 }
 AUX_STUDENTS = "auxes"
+FEATURE_BLOCK = 4  # precomputed head inputs are pooled S3D block-4 features
 CFG = "model.RecognitionNetwork"
 
 
@@ -296,14 +297,21 @@ class RecognitionNetwork(nn.Module):
         if missing:
             raise ValueError(f"feature mode needs head_inputs for streams {missing}")
         mask = length_mask(lengths, head_inputs[self.streams[0]].shape[1])
-        return {name: [FeatureLevel(4, head_inputs[name], lengths, mask)] for name in self.streams}
+        return {
+            name: [FeatureLevel(FEATURE_BLOCK, head_inputs[name], lengths, mask)]
+            for name in self.streams
+        }
 
     def run_heads(self, levels: Mapping[str, list[FeatureLevel]]) -> dict[str, GlossHeadOutput]:
         """Feature levels -> the output of every head."""
         outputs = {}
         for spec in self.head_specs:
             inputs = [levels[name][spec.level] for name in spec.sources]
-            x = torch.cat([level.features for level in inputs], dim=-1)
+            x = (
+                inputs[0].features
+                if len(inputs) == 1
+                else torch.cat([lv.features for lv in inputs], -1)
+            )
             outputs[spec.name] = self.heads[spec.name](x, inputs[0].lengths)
         return outputs
 
