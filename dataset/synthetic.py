@@ -442,7 +442,9 @@ def render_frames(keypoints: np.ndarray, signer: int, frame_size: tuple[int, int
     """
     _, skin, shirt = SIGNER_PALETTES[signer]
     sleeve = tuple(int(c * 0.7 + 40) for c in shirt)
-    palm_radius = max(1, round(0.025 * frame_size[1]))
+    # Palms and fingers stay visible when the demo configs downscale the frames to 32x32.
+    palm_radius = max(2, round(0.07 * frame_size[1]))
+    finger_width = max(1, frame_size[1] // 32)
     pixels = _pixel(keypoints)
     # OpenCV needs C-contiguous point arrays; fancy indexing may return other layouts.
     arms = np.ascontiguousarray(pixels[:, [[5, 7, 9], [6, 8, 10]]])  # (T, 2 arms, 3 points, 2)
@@ -457,7 +459,7 @@ def render_frames(keypoints: np.ndarray, signer: int, frame_size: tuple[int, int
         cv2.polylines(frame, list(arms[t]), False, sleeve, 2)
         for fingers, palm in zip(hands, palms, strict=True):
             cv2.circle(frame, (int(palm[t, 0]), int(palm[t, 1])), palm_radius, skin, -1)
-            cv2.polylines(frame, list(fingers[t]), False, skin, 1)
+            cv2.polylines(frame, list(fingers[t]), False, skin, finger_width)
     return frames
 
 

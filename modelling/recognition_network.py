@@ -36,6 +36,7 @@ from torch import nn
 from dataset.augmentation import SpatialAugmentation, augment_batch
 from dataset.heatmaps import render_heatmaps
 from modelling.ctc_decoding import BLANK, ctc_decode
+from modelling.lateral_fusion import LateralConnection
 from modelling.s3d_stream import BLOCK_CHANNELS, BLOCK_TIME_STRIDES, S3DStream
 from modelling.two_stream import FeatureLevel, StreamBackbone, length_mask
 from modelling.visual_head import GlossHeadOutput, VisualHead
@@ -633,7 +634,7 @@ def _build_backbone(
     cfg: RecognitionConfig, streams: Sequence[str], method: FuseMethod, num_keypoints: int
 ) -> StreamBackbone:
     modules = {s: _build_stream(cfg, s, num_keypoints) for s in streams}
-    levels = {}
+    levels: dict[str, int] = {}
     for s in streams:
         if cfg.pyramid.uses_heads(s):
             if cfg.pyramid.num_levels > modules[s].use_block:
@@ -643,17 +644,31 @@ def _build_backbone(
                 )
             levels[s] = cfg.pyramid.num_levels
     if not method.lateral:
-        return StreamBackbone(modules, levels)
-    if cfg.lateral is None:
+        backbone = StreamBackbone(modules, levels)
+    elif cfg.lateral is None:
         raise ConfigurationError(f"{CFG}.lateral: required by {cfg.fuse_method}")
-    return StreamBackbone(
-        modules,
-        levels,
-        fused_blocks=[int(name[1:]) for name in cfg.lateral.fusion_features],
-        lateral_kernel=tuple(cfg.lateral.kernel_size),
-        keypoint_to_rgb=cfg.lateral.pose2rgb,
-        rgb_to_keypoint=cfg.lateral.rgb2pose,
-    )
+    else:
+        backbone = StreamBackbone(
+            modules,
+            levels,
+            fused_blocks=[int(name[1:]) for name in cfg.lateral.fusion_features],
+            lateral_kernel=tuple(cfg.lateral.kernel_size),
+            keypoint_to_rgb=cfg.lateral.pose2rgb,
+            rgb_to_keypoint=cfg.lateral.rgb2pose,
+        )
+    set_batchnorm_momentum(backbone, cfg.backbone_bn_momentum)
+    if cfg.lateral is not None and cfg.lateral.init == "zeros":
+        for module in backbone.modules():
+            if isinstance(module, LateralConnection):
+                nn.init.zeros_(module.conv.weight)
+    return backbone
+
+
+def set_batchnorm_momentum(module: nn.Module, momentum: float) -> None:
+    """Running-statistics momentum of every BatchNorm in ``module``."""
+    for child in module.modules():
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            child.momentum = momentum
 
 
 def _head_specs(

@@ -41,6 +41,7 @@ BLOCK_TIME_STRIDES = (2, 2, 2, 4)
 BLOCK_SPACE_STRIDES = (2, 4, 8, 16)
 RGB_CHANNELS = 3
 FIRST_CONV = "features.0.0.0.weight"
+TORCHVISION_PREFIX = "features."
 
 # -- original S3D naming <-> torchvision naming ---------------------------------------------
 # Original: SepConv3d = conv_s/bn_s/conv_t/bn_t, BasicConv3d = conv/bn, inception branches
@@ -228,7 +229,9 @@ def published_s3d_weights(raw: Mapping, source: str = "<checkpoint>") -> dict[st
 
     ``s3ds_actioncls_ckpt`` holds a plain state dict keyed ``module.base.N...``;
     ``s3ds_glosscls_ckpt`` holds ``{'state_dict': ...}`` keyed ``backbone.base.N...``
-    (the original ``S3D_backbone``). Other keys (classifier, pyramid) are left out.
+    (the original ``S3D_backbone``); torchvision's Kinetics-400 weights (``s3d-d76dad2f.pth``,
+    ported from the same model) are keyed ``features.N...``. Other keys (classifier,
+    pyramid) are left out.
     """
     state = raw.get("state_dict", raw)
     if not isinstance(state, Mapping):
@@ -238,6 +241,9 @@ def published_s3d_weights(raw: Mapping, source: str = "<checkpoint>") -> dict[st
         name = key
         while name.startswith(_WRAPPER_PREFIXES):
             name = name.split(".", 1)[1]
+        if name.startswith(TORCHVISION_PREFIX):
+            weights[name[len(TORCHVISION_PREFIX) :]] = value
+            continue
         if not name.startswith("base."):
             skipped.append(key)
             continue

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from utils.config import OptimizationConfig
+from utils.errors import ConfigurationError
 from utils.optimization import build_gradient_clipper, build_optimizer, build_scheduler
 
 
@@ -53,3 +54,16 @@ def test_gradient_clipping():
     clip(layer.parameters())
     assert layer.weight.grad.norm().item() == pytest.approx(5.0, rel=1e-4)
     assert build_gradient_clipper(OptimizationConfig(learning_rate={"default": 1.0})) is None
+
+
+def test_submodule_groups_take_precedence_and_unknown_ones_are_named():
+    net = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+    cfg = OptimizationConfig(learning_rate={"default": 1e-3, "recognition.1": 1e-5})
+    optimizer = build_optimizer(cfg, {"recognition": net})
+    lrs = {g["name"]: (g["lr"], len(g["params"])) for g in optimizer.param_groups}
+    assert lrs == {"recognition": (1e-3, 2), "recognition.1": (1e-5, 2)}
+    bad = OptimizationConfig(learning_rate={"default": 1e-3, "recognition.head": 1e-5})
+    with pytest.raises(
+        ConfigurationError, match=r"learning_rate.recognition.head: no submodule 'head'"
+    ):
+        build_optimizer(bad, {"recognition": net})

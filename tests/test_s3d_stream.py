@@ -188,3 +188,14 @@ def test_missing_or_misshaped_weights_are_named(tmp_path) -> None:
 def test_folder_needs_exactly_one_checkpoint(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="exactly one"):
         load_published_s3d(S3DStream(use_block=1), tmp_path)
+
+
+def test_torchvision_kinetics_layout_loads(tmp_path):
+    """torchvision's S3D weights (features.N…, plus the classifier) initialise a stream."""
+    full = S3D()
+    torch.save(full.state_dict(), tmp_path / "s3d_kinetics400.pt")
+    stream = S3DStream(use_block=4)
+    load_published_s3d(stream, tmp_path)
+    expected = full.features[0][0][0].weight
+    assert torch.equal(stream.features[0][0][0].weight, expected)
+    assert torch.equal(stream.features[12].branch0[0].weight, full.features[12].branch0[0].weight)

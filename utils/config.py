@@ -195,6 +195,9 @@ class LateralConfig:
     variant_rgb2pose: None = None
     kernel_size: tuple[int, int, int] = (7, 3, 3)
     fusion_features: tuple[Literal["c1", "c2", "c3", "c4"], ...] = ("c1", "c2", "c3")
+    # new: "zeros" starts the laterals as identity, so a two-stream model initialised from
+    # single-stream checkpoints starts with their accuracy (published: kaiming normal)
+    init: Literal["kaiming", "zeros"] = "kaiming"
 
     def check(self) -> Iterator[Problem]:
         if list(self.fusion_features) != sorted(set(self.fusion_features)):
@@ -307,6 +310,10 @@ class RecognitionConfig:
     preprocess_chunksize: int = 16
     freeze: bool = False
     activation_checkpointing: bool = False  # new: recompute stream activations in backward
+    # new: BatchNorm momentum of the S3D streams and pyramids. The published 0.001 suits
+    # fine-tuning pretrained S3D; from scratch, ~0.1 lets the running statistics (used in
+    # evaluation) follow the weights within a few hundred steps.
+    backbone_bn_momentum: float = 0.001
 
     def check(self) -> Iterator[Problem]:
         if self.GlossTokenizer.gloss2id_file is None:
@@ -323,6 +330,11 @@ class RecognitionConfig:
             )
         if self.preprocess_chunksize < 1:
             yield "preprocess_chunksize", "expected a positive integer"
+        if not 0 < self.backbone_bn_momentum <= 1:
+            yield (
+                "backbone_bn_momentum",
+                f"expected a value in (0, 1], got {self.backbone_bn_momentum}",
+            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -477,10 +489,11 @@ class OptimizationConfig:
                 "missing required key (the learning rate of every module)",
             )
         for group in self.learning_rate:
-            if group not in LEARNING_RATE_GROUPS:
+            if group.split(".")[0] not in LEARNING_RATE_GROUPS or group.startswith("default."):
                 yield (
                     f"learning_rate.{group}",
-                    f"unknown group; valid: {', '.join(LEARNING_RATE_GROUPS)}",
+                    f"unknown group; valid: {', '.join(LEARNING_RATE_GROUPS)}, or a submodule "
+                    "of the last three (e.g. recognition.backbone)",
                 )
         if self.clip_grad_norm is not None and self.clip_grad_val is not None:
             yield "clip_grad_val", "set either clip_grad_norm or clip_grad_val, not both"

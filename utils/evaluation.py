@@ -14,6 +14,7 @@ all ranks under DDP) and scored:
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -39,7 +40,7 @@ def collect_predictions(
     ctx: DistributedContext,
     mixed_precision: str = "fp32",
 ) -> list[dict[str, Any]]:
-    """Per-sample records ``{name, gloss_ref, text_ref, <hypotheses>}`` of the whole split.
+    """Per-sample records ``{name, ref_gloss, ref_text, <hypotheses>}`` of the whole split.
 
     Under DDP every rank decodes its shard; the records are gathered on every rank and
     duplicates (the sampler pads shards to equal size) dropped. Order: by sample name.
@@ -48,7 +49,11 @@ def collect_predictions(
     records: list[dict[str, Any]] = []
     with torch.no_grad():
         for batch in tqdm(
-            loader, desc="decoding", disable=not ctx.is_main, leave=False, dynamic_ncols=True
+            loader,
+            desc="decoding",
+            disable=not (ctx.is_main and sys.stderr.isatty()),
+            leave=False,
+            dynamic_ncols=True,
         ):
             batch = move_to_device(batch, ctx.device)
             with autocast_context(mixed_precision, ctx.device):
@@ -62,7 +67,7 @@ def _records_of(
     batch: Mapping[str, Any], hypotheses: Mapping[str, list[str]]
 ) -> Iterable[dict[str, Any]]:
     for i, name in enumerate(batch["names"]):
-        record = {"name": name, "gloss_ref": batch["glosses"][i], "text_ref": batch["texts"][i]}
+        record = {"name": name, "ref_gloss": batch["glosses"][i], "ref_text": batch["texts"][i]}
         record.update({key: values[i] for key, values in hypotheses.items()})
         yield record
 
@@ -73,7 +78,9 @@ def score_records(
     """Metrics of the collected records (see the module docstring for their names)."""
     metrics: dict[str, float] = {}
     gloss_keys = sorted({k for r in records for k in r if k.startswith(GLOSS_PREFIX)})
-    references = [r["gloss_ref"] for r in records]
+    references = [r["ref_gloss"] for r in records]
+    if not any(ref.strip() for ref in references):
+        gloss_keys = []  # unlabelled data (e.g. own videos): hypotheses only
     for key in gloss_keys:
         hypotheses = [r[key] for r in records]
         metrics[f"wer_{key[len(GLOSS_PREFIX) :]}"] = recognition_wer(
@@ -82,9 +89,9 @@ def score_records(
     if gloss_keys:
         metrics["wer"] = min(metrics.values())
     if is_translation:
-        text_refs = [r["text_ref"] for r in records]
+        ref_texts = [r["ref_text"] for r in records]
         text_hyps = [r["text"] for r in records]
-        metrics.update(translation_scores(text_refs, text_hyps, level))
+        metrics.update(translation_scores(ref_texts, text_hyps, level))
         return Evaluation(metrics, primary="bleu4", higher_is_better=True, samples=records)
     return Evaluation(metrics, primary="wer", higher_is_better=False, samples=records)
 

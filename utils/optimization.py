@@ -15,6 +15,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, LRScheduler
 
 from utils.config import OptimizationConfig
+from utils.errors import ConfigurationError
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {
     "adam": torch.optim.Adam,
@@ -26,18 +27,43 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
 def parameter_groups(cfg: OptimizationConfig, modules: Mapping[str, nn.Module]) -> list[dict]:
     """One group per named module, with its learning rate (or the default one).
 
-    Frozen parameters are left out: they never receive gradients, so the optimiser would
-    skip them anyway.
+    A group name is a top-level module (``recognition``, ``mapper``, ``translation``) or a
+    submodule of one (``recognition.backbone``); a parameter takes the rate of the most
+    specific group containing it. Frozen parameters are left out: they never receive
+    gradients, so the optimiser would skip them anyway.
     """
     default = cfg.learning_rate["default"]
-    groups = []
+    owner: dict[int, str] = {}
+    for group in sorted(cfg.learning_rate, key=lambda n: n.count(".")):  # specific ones last
+        if group != "default":
+            for param in _submodule(modules, group).parameters():
+                owner[id(param)] = group
+    groups: dict[str, list[nn.Parameter]] = {}
     for name, module in modules.items():
-        params = [p for p in module.parameters() if p.requires_grad]
-        if params:
-            groups.append(
-                {"params": params, "lr": cfg.learning_rate.get(name, default), "name": name}
-            )
-    return groups
+        for param in module.parameters():
+            if param.requires_grad:
+                groups.setdefault(owner.get(id(param), name), []).append(param)
+    return [
+        {"params": params, "lr": cfg.learning_rate.get(group, default), "name": group}
+        for group, params in groups.items()
+    ]
+
+
+def _submodule(modules: Mapping[str, nn.Module], dotted: str) -> nn.Module:
+    top, _, rest = dotted.partition(".")
+    if top not in modules:
+        raise ConfigurationError(
+            f"training.optimization.learning_rate.{dotted}: this task has no module {top!r} "
+            f"(it has {', '.join(modules)})"
+        )
+    try:
+        return modules[top].get_submodule(rest) if rest else modules[top]
+    except AttributeError as error:
+        children = ", ".join(n for n, _ in modules[top].named_children())
+        raise ConfigurationError(
+            f"training.optimization.learning_rate.{dotted}: no submodule {rest!r} in {top} "
+            f"(its children: {children})"
+        ) from error
 
 
 def build_optimizer(cfg: OptimizationConfig, modules: Mapping[str, nn.Module]) -> Optimizer:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +28,7 @@ from tqdm import tqdm
 
 from utils.checkpoints import CheckpointManager, load_checkpoint
 from utils.config import Config, TrainingConfig, to_dict
-from utils.distributed import DistributedContext, gather_objects
+from utils.distributed import DistributedContext, gather_objects, mean_over_ranks
 from utils.errors import CheckpointError
 from utils.logs import ScalarWriter
 from utils.optimization import build_gradient_clipper, build_optimizer, build_scheduler
@@ -181,8 +183,13 @@ class Trainer:
     def _train_epoch(self) -> None:
         epoch, start = self.position.epoch, self.position.batches_done
         if start == 0:
-            # published order: the schedule steps at the start of every epoch
-            self.scheduler.step()
+            # published order: the schedule steps at the start of every epoch (torch warns
+            # about stepping before the first optimiser step; here that is intended)
+            with warnings.catch_warnings():
+                warnings.filterwarnings(
+                    "ignore", message=r"Detected call of `lr_scheduler\.step\(\)`"
+                )
+                self.scheduler.step()
         self.sampler.set_epoch(epoch, start * self.tcfg.batch_size)
         if hasattr(self.train_loader.dataset, "set_epoch"):
             self.train_loader.dataset.set_epoch(epoch)
@@ -213,7 +220,7 @@ class Trainer:
             total=self.steps_per_epoch,
             initial=start,
             desc=f"epoch {epoch + 1}/{self.tcfg.total_epoch}",
-            disable=not self.ctx.is_main,
+            disable=not (self.ctx.is_main and sys.stderr.isatty()),
             dynamic_ncols=True,
             leave=False,
         )
@@ -264,6 +271,9 @@ class Trainer:
 
     def _log_training(self, samples_per_second: float) -> None:
         means = self.losses.pop_means()
+        if self.ctx.is_distributed:  # log the global loss, not rank 0's share
+            names = sorted(means)
+            means = dict(zip(names, mean_over_ranks([means[n] for n in names], self.ctx.device)))
         if not self.ctx.is_main:
             return
         self.writer.add_many("train", means, self.global_step)

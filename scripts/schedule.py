@@ -1,0 +1,199 @@
+"""The staged TwoStream schedule of one dataset, end to end (called by run_schedule.sh).
+
+    single-stream S2G (video, keypoint) -> TwoStream S2G -> G2T -> feature extraction
+    -> S2T video / keypoint / joint -> their encoder inputs -> multi-source ensemble
+
+Phoenix-2014 has no texts: its schedule stops after the TwoStream S2G. A stage is skipped
+when its outputs exist (``results.json`` of a training stage, the feature files of an
+extraction), so an interrupted schedule continues where it stopped.
+
+Stages pass results to each other through the paths in the configs
+(``experiments/outputs/<dataset>/<stage>/…``). ``--output-root`` / ``--data-root`` move
+those folders: every config is copied with the path prefixes replaced, into
+``<output-root>/configs/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from utils.evaluation import format_table  # noqa: E402
+
+DATASETS = ("demo", "phoenix-2014", "phoenix-2014t", "csl-daily")
+# The demo run of the README, trimmed to seconds for CI: tiny data, a few steps per stage.
+QUICK_DATA = {"num_train": 8, "num_dev": 4, "num_test": 4, "vocab_size": 6}
+QUICK_OVERRIDES = ("training.max_steps=2", "training.total_epoch=1", "training.num_workers=0")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One command of the schedule."""
+
+    name: str  # also the output folder under <output-root>
+    kind: str  # train | extract | predict
+    config: str  # relative to experiments/configs
+    args: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = field(default=())  # relative to the stage folder; all exist = done
+
+
+def stages_of(dataset: str) -> list[Stage]:
+    """The schedule of ``dataset`` (config files under experiments/configs)."""
+    family = "demo" if dataset == "demo" else "TwoStream"
+    prefix = "" if dataset == "demo" else f"{dataset}_"
+
+    def cfg(name: str) -> str:
+        return f"{family}/{prefix}{name}.yaml"
+
+    g2t = "demo/g2t.yaml" if dataset == "demo" else f"SingleStream/{dataset}_g2t.yaml"
+    stages = [
+        Stage("video", "train", cfg("video"), outputs=("results.json",)),
+        Stage("keypoint", "train", cfg("keypoint"), outputs=("results.json",)),
+        Stage("s2g", "train", cfg("s2g"), outputs=("results.json",)),
+    ]
+    if dataset == "phoenix-2014":
+        return stages
+    features = tuple(
+        f"extract_feature/head_{s}_input/{split}.pkl"
+        for s in ("rgb", "keypoint")
+        for split in ("train", "dev", "test")
+    )
+    stages += [
+        Stage("g2t", "train", g2t, outputs=("results.json",)),
+        Stage("s2g", "extract", cfg("s2g"), ("--splits", "train,dev,test"), outputs=features),
+    ]
+    for stream in ("video", "keypoint", "joint"):
+        name = f"s2t_{stream}"
+        embeds = tuple(f"extract_feature/inputs_embeds/{split}.pkl" for split in ("dev", "test"))
+        stages += [
+            Stage(name, "train", cfg(name), outputs=("results.json",)),
+            Stage(name, "extract", cfg(name), ("--splits", "dev,test"), outputs=embeds),
+        ]
+    stages.append(Stage("s2t_ensemble", "predict", cfg("s2t_ensemble"), outputs=("results.json",)))
+    return stages
+
+
+def relocate(config: Path, dataset: str, output_root: Path, data_root: Path, target: Path) -> Path:
+    """Copy ``config`` with ``experiments/outputs/<dataset>`` and ``data/<dataset>`` replaced."""
+    old_outputs, old_data = f"experiments/outputs/{dataset}", f"data/{dataset}"
+
+    def move(value):
+        if isinstance(value, dict):
+            return {k: move(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [move(v) for v in value]
+        if isinstance(value, str):
+            if value == old_outputs or value.startswith(old_outputs + "/"):
+                return str(output_root) + value[len(old_outputs) :]
+            if value == old_data or value.startswith(old_data + "/"):
+                return str(data_root) + value[len(old_data) :]
+        return value
+
+    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(
+        yaml.safe_dump(move(data), sort_keys=False, allow_unicode=True), encoding="utf-8"
+    )
+    return target
+
+
+def command(stage: Stage, config: Path, gpus: int, overrides: list[str]) -> list[str]:
+    script = {"train": "training.py", "extract": "extract_feature.py", "predict": "prediction.py"}[
+        stage.kind
+    ]
+    launcher = [sys.executable] if gpus <= 1 else ["torchrun", f"--nproc_per_node={gpus}"]
+    args = [*launcher, str(REPO / script), "--config", str(config), *stage.args]
+    if stage.kind == "predict":
+        args += ["--output", str(config.parent.parent / stage.name)]
+    for override in overrides:
+        args += ["--override", override]
+    return args
+
+
+def is_done(stage: Stage, output_root: Path) -> bool:
+    return all((output_root / stage.name / output).is_file() for output in stage.outputs)
+
+
+def print_results(output_root: Path, names: list[str]) -> None:
+    for name in names:
+        path = output_root / name / "results.json"
+        if path.is_file():
+            results = json.loads(path.read_text(encoding="utf-8"))
+            metrics = {split: values for split, values in results.items() if split != "decoding"}
+            print(f"\n== {name} ({path})\n{format_table(metrics)}", flush=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("dataset", choices=DATASETS)
+    parser.add_argument(
+        "--gpus",
+        type=int,
+        default=int(os.environ.get("GPUS", "1")),
+        help="processes per stage (env GPUS)",
+    )
+    parser.add_argument("--output-root", type=Path, help="default: experiments/outputs/<dataset>")
+    parser.add_argument("--data-root", type=Path, help="default: data/<dataset>")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny data and a few steps per stage (CI)"
+    )
+    parser.add_argument("--override", action="append", default=[], help="passed to every stage")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.chdir(REPO)
+    output_root = (args.output_root or Path("experiments/outputs") / args.dataset).absolute()
+    data_root = (args.data_root or Path("data") / args.dataset).absolute()
+    overrides = list(args.override) + (list(QUICK_OVERRIDES) if args.quick else [])
+    if args.dataset == "demo":
+        from dataset.synthetic import ensure_demo_dataset
+
+        ensure_demo_dataset(data_root, **(QUICK_DATA if args.quick else {}))
+    started = time.perf_counter()
+    for stage in stages_of(args.dataset):
+        if is_done(stage, output_root):
+            print(f"[schedule] {stage.name} ({stage.kind}): outputs exist, skipped", flush=True)
+            continue
+        config = relocate(
+            REPO / "experiments" / "configs" / stage.config,
+            args.dataset,
+            output_root,
+            data_root,
+            output_root / "configs" / f"{stage.name}.yaml",
+        )
+        cmd = command(stage, config, args.gpus, overrides)
+        print(f"[schedule] {stage.name} ({stage.kind}): {shlex.join(cmd)}", flush=True)
+        stage_started = time.perf_counter()
+        if subprocess.run(cmd, check=False).returncode != 0:
+            print(f"[schedule] stage {stage.name} ({stage.kind}) failed", file=sys.stderr)
+            return 1
+        print(
+            f"[schedule] {stage.name} ({stage.kind}) took {time.perf_counter() - stage_started:.0f} s",
+            flush=True,
+        )
+    final = ["s2g"] if args.dataset == "phoenix-2014" else ["s2g", "g2t", "s2t_ensemble"]
+    print_results(output_root, final)
+    print(
+        f"\n[schedule] {args.dataset} finished in {time.perf_counter() - started:.0f} s", flush=True
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""The training loop on a tiny stand-in task model: steps, non-finite losses, checkpoints, resume."""
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from dataset.task_data import build_loader
+from utils.checkpoints import load_checkpoint
+from utils.config import config_from_dict
+from utils.distributed import DistributedContext
+from utils.trainer import Evaluation, LossWindow, NonFiniteLossError, Trainer, move_to_device
+
+CPU = DistributedContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
+
+
+class PointDataset(Dataset):
+    """x -> y = 3x + 1 with a little noise, as batches of dicts."""
+
+    def __init__(self, size: int = 12) -> None:
+        generator = torch.Generator().manual_seed(0)
+        self.x = torch.randn(size, 2, generator=generator)
+        self.y = self.x @ torch.tensor([[3.0], [-1.0]]) + 1
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"name": f"p{index}", "x": self.x[index], "y": self.y[index]}
+
+    @staticmethod
+    def collate_fn(items: list[dict]) -> dict:
+        return {
+            "names": [it["name"] for it in items],
+            "x": torch.stack([it["x"] for it in items]),
+            "y": torch.stack([it["y"] for it in items]),
+        }
+
+
+class Regressor(nn.Module):
+    """A task model: linear layer + dropout; ``poison`` makes the loss NaN."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.Linear(2, 1)
+        self.dropout = nn.Dropout(0.2)
+        self.poison = False
+
+    def forward(self, batch, generator=None):
+        noise = torch.rand(1, generator=generator).item() * 1e-3  # uses the step generator
+        prediction = self.layer(self.dropout(batch["x"])) + noise
+        loss = ((prediction - batch["y"]) ** 2).mean()
+        if self.poison:
+            loss = loss * float("nan")
+        return SimpleNamespace(losses={"mse": loss, "total": loss})
+
+    def optimizer_modules(self):
+        return {"recognition": self}
+
+
+def _config(tmp_path: Path, **training) -> object:
+    raw = {
+        "task": "S2G",
+        "data": {"dataset_name": "demo", "zip_file": "unused.zip"},
+        "model": {"RecognitionNetwork": {"GlossTokenizer": {"gloss2id_file": "unused"}, "s3d": {}}},
+        "training": {
+            "model_dir": str(tmp_path),
+            "batch_size": 4,
+            "total_epoch": 3,
+            "log_every": 1,
+            "random_seed": 5,
+            "validation": {"unit": "step", "freq": 2},
+            "optimization": {"learning_rate": {"default": 0.05}, "scheduler": "none"},
+            **training,
+        },
+    }
+    return config_from_dict(raw, "test.yaml")
+
+
+def _trainer(tmp_path: Path, model: nn.Module | None = None, **training) -> Trainer:
+    cfg = _config(tmp_path, **training)
+    dataset = PointDataset()
+    loader, sampler = build_loader(dataset, 4, shuffle=True, num_workers=0, seed=5, ctx=CPU)
+    torch.manual_seed(0)  # as training.py seeds before building the model
+    model = model or Regressor()
+
+    def evaluate(m: nn.Module, split: str) -> Evaluation:
+        with torch.no_grad():
+            batch = PointDataset.collate_fn([dataset[i] for i in range(len(dataset))])
+            error = ((m.layer(batch["x"]) - batch["y"]) ** 2).mean().item()
+        return Evaluation({"mse": error}, primary="mse", higher_is_better=False)
+
+    return Trainer(cfg, model, loader, sampler, evaluate, CPU, tmp_path)
+
+
+def _record_losses(trainer: Trainer) -> list[float]:
+    seen: list[float] = []
+    original = trainer.losses.add
+
+    def add(losses):
+        seen.append(losses["total"].item())
+        original(losses)
+
+    trainer.losses.add = add
+    return seen
+
+
+def test_training_reduces_the_loss_and_keeps_best_and_last(tmp_path: Path):
+    trainer = _trainer(tmp_path, keep_last_ckpts=2)
+    seen = _record_losses(trainer)
+    best = trainer.train()
+    assert len(seen) == 9  # 3 epochs x 3 batches
+    assert seen[-1] < seen[0]
+    checkpoints = trainer.checkpoints.step_checkpoints()
+    assert [p.name for p in checkpoints] == ["step_00000008.ckpt", "step_00000009.ckpt"]
+    state = load_checkpoint(best)
+    assert state["best_step"] == trainer.best_step and state["config"]["task"] == "S2G"
+
+
+def test_resume_continues_with_identical_losses(tmp_path: Path):
+    uninterrupted = _trainer(tmp_path / "a")
+    expected = _record_losses(uninterrupted)
+    uninterrupted.train()
+
+    first = _trainer(tmp_path / "b", max_steps=4)  # stops after a mid-epoch checkpoint
+    seen = _record_losses(first)
+    first.train()
+    second = _trainer(tmp_path / "b")
+    assert second.resume()
+    assert second.global_step == 4 and second.position.batches_done == 1
+    continued = _record_losses(second)
+    second.train()
+    assert seen + continued == pytest.approx(expected, abs=1e-7)
+
+
+def test_nonfinite_losses_are_skipped_then_abort(tmp_path: Path, caplog):
+    model = Regressor()
+    trainer = _trainer(tmp_path, model=model, max_nonfinite_steps=3)
+    before = model.layer.weight.detach().clone()
+    model.poison = True
+    with pytest.raises(
+        NonFiniteLossError, match=r"3 non-finite losses in a row, the last at step 2 \(mse=nan"
+    ):
+        trainer.train()
+    assert torch.equal(model.layer.weight, before), "skipped steps must not change the weights"
+    assert "step 0: non-finite loss, step skipped" in caplog.text
+
+
+def test_loss_window_means():
+    window = LossWindow()
+    window.add({"a": torch.tensor(1.0)})
+    window.add({"a": torch.tensor(3.0)})
+    assert window.pop_means() == {"a": 2.0}
+    assert window.pop_means() == {}
+
+
+def test_move_to_device_handles_nested_batches():
+    batch = {"x": torch.ones(1), "names": ["a"], "nested": [torch.zeros(1)]}
+    moved = move_to_device(batch, torch.device("cpu"))
+    assert moved["names"] == ["a"] and torch.equal(moved["nested"][0], torch.zeros(1))
