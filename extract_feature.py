@@ -28,9 +28,10 @@ from torch import nn
 
 from dataset.annotations import Sample
 from dataset.task_data import load_split
+from utils.cli import run_command
 from utils.config import Config, check_files, load_config
-from utils.distributed import DistributedContext, barrier, init_distributed, shutdown_distributed
-from utils.errors import ConfigurationError, SignLanguageError
+from utils.distributed import DistributedContext, barrier, init_distributed
+from utils.errors import ConfigurationError
 from utils.experiment import build_task_model, build_vocabularies, load_model_weights
 from utils.inference import split_loader
 from utils.logs import setup_logging
@@ -150,15 +151,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        run(args)
-    except SignLanguageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    finally:
-        shutdown_distributed()
-    return 0
+    return run_command(run, parse_args(argv))
 
 
 if __name__ == "__main__":

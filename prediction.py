@@ -16,9 +16,9 @@ import logging
 import sys
 from pathlib import Path
 
+from utils.cli import run_command
 from utils.config import check_files, load_config
-from utils.distributed import init_distributed, shutdown_distributed
-from utils.errors import SignLanguageError
+from utils.distributed import init_distributed
 from utils.experiment import build_task_model, build_vocabularies, load_model_weights
 from utils.inference import predict_splits
 from utils.logs import setup_logging
@@ -59,15 +59,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        run(args)
-    except SignLanguageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    finally:
-        shutdown_distributed()
-    return 0
+    return run_command(run, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -18,9 +18,10 @@ from pathlib import Path
 from torch import nn
 
 from dataset.task_data import build_dataset, build_loader
+from utils.cli import run_command
 from utils.config import Config, check_files, dump_config, load_config
-from utils.distributed import DistributedContext, barrier, init_distributed, shutdown_distributed
-from utils.errors import ConfigurationError, SignLanguageError
+from utils.distributed import DistributedContext, barrier, init_distributed
+from utils.errors import ConfigurationError
 from utils.experiment import (
     build_task_model,
     build_vocabularies,
@@ -129,16 +130,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        run(args)
-    except SignLanguageError as error:
-        logging.getLogger("training").error("%s", error)
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    finally:
-        shutdown_distributed()
-    return 0
+    return run_command(run, parse_args(argv))
 
 
 if __name__ == "__main__":

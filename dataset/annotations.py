@@ -26,15 +26,14 @@ Every problem (missing file, unreadable file, malformed record) raises
 
 from __future__ import annotations
 
-import gzip
 import json
 import numbers
-import pickle
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dataset.files import read_pickle
 from utils.errors import DataError
 
 MANIFEST_COLUMNS = ("name", "video", "gloss", "text", "num_frames", "signer")
@@ -85,18 +84,8 @@ def load_annotations(path: str | Path) -> list[Sample]:
 
 
 def _load_published(path: Path) -> list[Sample]:
-    try:
-        with gzip.open(path, "rb") as f:
-            records = pickle.load(f)
-    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError) as e:
-        raise DataError(
-            f"cannot read annotation file {path}: expected a gzip-compressed pickle of a "
-            f"list of dicts (or a .jsonl/.tsv manifest) ({type(e).__name__}: {e})"
-        ) from e
-    if not isinstance(records, list):
-        raise DataError(
-            f"annotation file {path} holds a {type(records).__name__}, expected a list of dicts"
-        )
+    expected = "a list of dicts in a gzip-compressed pickle (or a .jsonl/.tsv manifest)"
+    records = read_pickle(path, "annotation file", expected, list, compressed=True)
     return [_published_record_to_sample(r, i, path) for i, r in enumerate(records)]
 
 

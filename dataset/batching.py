@@ -27,9 +27,7 @@ key                       shape / type                           notes
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import logging
-import pickle
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -48,6 +46,7 @@ from torch.utils.data import (
 
 from dataset.annotations import Sample
 from dataset.augmentation import TIME_STRIDE, sample_frame_indices
+from dataset.files import read_pickle
 from dataset.frames import FrameReader
 from dataset.gloss_vocabulary import GlossVocabulary
 from utils.errors import DataError
@@ -246,18 +245,8 @@ def load_feature_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Read an ``extract_feature`` output: gzip-pickle list of dicts with ``name`` and
     ``sign`` (T, D). Returns sample name -> float tensor (T, D)."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"feature file {path} does not exist")
-    try:
-        with gzip.open(path, "rb") as f:
-            records = pickle.load(f)
-    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError) as e:
-        raise DataError(
-            f"cannot read feature file {path}: expected a gzip-compressed pickle of a list "
-            f"of dicts with 'name' and 'sign' ({type(e).__name__}: {e})"
-        ) from e
-    if not isinstance(records, list):
-        raise DataError(f"feature file {path} holds a {type(records).__name__}, expected a list")
+    expected = "a gzip-compressed pickle of a list of dicts with 'name' and 'sign'"
+    records = read_pickle(path, "feature file", expected, list, compressed=True)
     features = {}
     for i, record in enumerate(records):
         if not isinstance(record, Mapping) or "name" not in record or "sign" not in record:

@@ -15,12 +15,12 @@ the last gloss listed for an id, as the published code did.
 from __future__ import annotations
 
 import numbers
-import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 
+from dataset.files import read_pickle
 from utils.errors import ConfigurationError, DataError
 
 BLANK_ID = 0
@@ -62,21 +62,7 @@ class GlossVocabulary:
     def from_file(cls, path: str | Path, lower_case: bool = True) -> GlossVocabulary:
         """Read a pickled ``dict[str, int]`` (``gloss2ids.pkl``)."""
         path = Path(path)
-        if not path.is_file():
-            raise DataError(f"gloss vocabulary file {path} does not exist")
-        try:
-            with path.open("rb") as f:
-                mapping = pickle.load(f)
-        except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError) as e:
-            raise DataError(
-                f"cannot read gloss vocabulary {path}: expected a pickled dict gloss -> id "
-                f"({type(e).__name__}: {e})"
-            ) from e
-        if not isinstance(mapping, Mapping):
-            raise DataError(
-                f"gloss vocabulary {path} holds a {type(mapping).__name__}, expected a dict "
-                "gloss -> id"
-            )
+        mapping = read_pickle(path, "gloss vocabulary", "a pickled dict gloss -> id", Mapping)
         return cls(mapping, lower_case=lower_case, source=str(path))
 
     @classmethod

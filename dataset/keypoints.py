@@ -15,13 +15,13 @@ whatever the order they are listed in, as in the published code.
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 
 import numpy as np
 
+from dataset.files import read_pickle
 from utils.errors import ConfigurationError, DataError
 
 NUM_WHOLEBODY_POINTS = 133
@@ -81,21 +81,12 @@ def load_keypoints(path: str | Path, parts: Iterable[str]) -> dict[str, np.ndarr
     """
     indices = keypoint_indices(parts)  # config errors before reading a large file
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"keypoint file {path} does not exist")
-    try:
-        with path.open("rb") as f:
-            raw = pickle.load(f)
-    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError) as e:
-        raise DataError(
-            f"cannot read keypoint file {path}: expected a pickled dict sample name -> "
-            f"{{'keypoints': (T, 133, 3) array}} ({type(e).__name__}: {e})"
-        ) from e
-    if not isinstance(raw, Mapping):
-        raise DataError(
-            f"keypoint file {path} holds a {type(raw).__name__}, expected a dict sample name "
-            "-> {'keypoints': array}"
-        )
+    raw = read_pickle(
+        path,
+        "keypoint file",
+        "a pickled dict sample name -> {'keypoints': (T, 133, 3) array}",
+        Mapping,
+    )
     return {name: _select(path, name, entry, indices) for name, entry in raw.items()}
 
 

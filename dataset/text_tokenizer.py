@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Literal, Protocol
 
 import torch
 
+from dataset.files import read_pickle
 from utils.config import TextTokenizerConfig
 from utils.errors import ConfigurationError, DataError
 
@@ -157,13 +157,7 @@ def _saved_normalizer(directory: Path):
 def load_id_map(path: str | Path) -> dict[int, int]:
     """Read a pickled ``dict`` full-vocabulary id -> pruned id (``map_ids.pkl``)."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"pruned-vocabulary map {path} does not exist")
-    try:
-        with path.open("rb") as f:
-            mapping = pickle.load(f)
-    except (OSError, EOFError, pickle.UnpicklingError) as error:
-        raise DataError(f"cannot read pruned-vocabulary map {path}: {error}") from error
+    mapping = read_pickle(path, "pruned-vocabulary map", "a pickled dict old id -> new id", Mapping)
     if not isinstance(mapping, Mapping) or not all(
         isinstance(k, int) and isinstance(v, int) for k, v in mapping.items()
     ):

@@ -161,3 +161,20 @@ def test_move_to_device_handles_nested_batches():
     batch = {"x": torch.ones(1), "names": ["a"], "nested": [torch.zeros(1)]}
     moved = move_to_device(batch, torch.device("cpu"))
     assert moved["names"] == ["a"] and torch.equal(moved["nested"][0], torch.zeros(1))
+
+
+def test_warmup_scales_the_learning_rate_linearly(tmp_path: Path):
+    trainer = _trainer(
+        tmp_path,
+        optimization={"learning_rate": {"default": 0.05}, "scheduler": "none", "warmup_steps": 4},
+    )
+    rates = []
+    original = trainer.optimizer.step
+
+    def step(*args, **kwargs):
+        rates.append(trainer.optimizer.param_groups[0]["lr"])
+        return original(*args, **kwargs)
+
+    trainer.optimizer.step = step
+    trainer.train()
+    assert rates[:6] == pytest.approx([0.0125, 0.025, 0.0375, 0.05, 0.05, 0.05])

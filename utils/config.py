@@ -479,6 +479,7 @@ class OptimizationConfig:
     eta_min: float = 0.0
     clip_grad_norm: float | None = None
     clip_grad_val: float | None = None
+    warmup_steps: int = 0  # new: linear warm-up of every learning rate over the first steps
 
     def check(self) -> Iterator[Problem]:
         if self.optimizer.lower() not in ("adam", "adamw", "sgd"):

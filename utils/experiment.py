@@ -115,7 +115,9 @@ def _source_vocabulary(
 
 # -- task models ---------------------------------------------------------------------------
 def _num_keypoints(cfg: Config) -> int:
-    return count_keypoints(cfg.data.use_keypoints) if "keypoint" in cfg.data.input_streams else 0
+    """Heatmap channels of the keypoint stream (only video-mode networks render heatmaps)."""
+    uses_heatmaps = cfg.data.is_video and "keypoint" in cfg.data.input_streams
+    return count_keypoints(cfg.data.use_keypoints) if uses_heatmaps else 0
 
 
 def _recognition_network(cfg: Config, vocabs: Vocabularies, input_mode: str) -> nn.Module:

@@ -73,14 +73,18 @@ def build_optimizer(cfg: OptimizationConfig, modules: Mapping[str, nn.Module]) -
     default = cfg.learning_rate["default"]
     if kind == "sgd":
         return torch.optim.SGD(groups, lr=default, weight_decay=cfg.weight_decay)
-    return OPTIMIZERS[kind](
-        groups,
-        lr=default,
-        betas=cfg.betas,
-        eps=cfg.eps,
-        weight_decay=cfg.weight_decay,
-        amsgrad=cfg.amsgrad,
-    )
+    options = {
+        "lr": default,
+        "betas": cfg.betas,
+        "eps": cfg.eps,
+        "weight_decay": cfg.weight_decay,
+        "amsgrad": cfg.amsgrad,
+    }
+    try:
+        # the fused kernel updates all parameters at once (CPU too): faster, same update rule
+        return OPTIMIZERS[kind](groups, fused=True, **options)
+    except (RuntimeError, TypeError, ValueError):
+        return OPTIMIZERS[kind](groups, **options)
 
 
 def build_scheduler(cfg: OptimizationConfig, optimizer: Optimizer) -> LRScheduler:

@@ -185,6 +185,8 @@ class Trainer:
         if start == 0:
             # published order: the schedule steps at the start of every epoch (torch warns
             # about stepping before the first optimiser step; here that is intended)
+            for group, scheduled in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
+                group["lr"] = scheduled  # undo a warm-up factor: the cosine update is recursive
             with warnings.catch_warnings():
                 warnings.filterwarnings(
                     "ignore", message=r"Detected call of `lr_scheduler\.step\(\)`"
@@ -256,7 +258,16 @@ class Trainer:
     def _optimizer_step(self) -> None:
         if self.clip_gradients is not None:
             self.clip_gradients(self.trainable)
+        self._warm_up()
         self.optimizer.step()
+
+    def _warm_up(self) -> None:
+        """Scale the scheduled learning rates linearly over the first ``warmup_steps`` steps."""
+        warmup = self.tcfg.optimization.warmup_steps
+        if warmup and self.global_step <= warmup:
+            factor = min(1.0, (self.global_step + 1) / warmup)
+            for group, scheduled in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
+                group["lr"] = scheduled * factor
 
     def _skip_step(self, losses: Mapping[str, torch.Tensor]) -> None:
         self.nonfinite_in_a_row += 1
