@@ -103,8 +103,9 @@ def test_prediction_prints_the_table_and_writes_results_and_logits(schedule, cap
     assert torch.allclose(log_probs.exp().sum(-1), torch.ones(len(log_probs)), atol=1e-4)
 
 
-def test_extract_feature_skips_finished_splits(schedule, caplog):
+def test_extract_feature_skips_finished_splits(schedule):
     root, _ = schedule
     config = root / "out" / "configs" / "s2g.yaml"
     assert extract_feature.main(["--config", str(config), "--splits", "dev"]) == 0
-    assert "dev: features exist, skipped" in caplog.text
+    log = (root / "out" / "s2g" / "extract_feature" / "extract_feature.log").read_text()
+    assert "dev: features exist, skipped" in log

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from utils.checkpoints import CheckpointManager, load_checkpoint
 from utils.config import Config, TrainingConfig, to_dict
-from utils.distributed import DistributedContext, gather_objects, mean_over_ranks
+from utils.distributed import DistributedContext, broadcast_object, gather_objects, mean_over_ranks
 from utils.errors import CheckpointError
 from utils.logs import ScalarWriter
 from utils.optimization import build_gradient_clipper, build_optimizer, build_scheduler
@@ -147,6 +147,7 @@ class Trainer:
         self.best_step: int | None = None
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
+        self.validated_step: int | None = None
         self.losses = LossWindow()
 
     # -- set-up ---------------------------------------------------------------------------
@@ -175,7 +176,9 @@ class Trainer:
         while self.position.epoch < self.tcfg.total_epoch and not self._reached_max_steps():
             self._train_epoch()
         self.writer.close()
-        return self.checkpoints.best_path if self.checkpoints.best_path.exists() else None
+        # rank 0 writes the checkpoints: every rank takes its word for which one is best
+        best = self.checkpoints.best_path if self.checkpoints.best_path.exists() else None
+        return broadcast_object(best if self.ctx.is_main else None)
 
     def _reached_max_steps(self) -> bool:
         return self.tcfg.max_steps is not None and self.global_step >= self.tcfg.max_steps
@@ -214,7 +217,7 @@ class Trainer:
             self.position = DataPosition(epoch + 1, 0)
         last = self.position.epoch >= self.tcfg.total_epoch or self._reached_max_steps()
         due = self.tcfg.validation.unit == "epoch" and (epoch + 1) % self.tcfg.validation.freq == 0
-        if due or (last and not self._saved_at_current_step()):
+        if due or (last and self.validated_step != self.global_step):
             self._validate_and_save()
 
     def _progress_bar(self, epoch: int, start: int) -> tqdm:
@@ -303,11 +306,9 @@ class Trainer:
         )
 
     # -- validation and checkpoints ---------------------------------------------------------
-    def _saved_at_current_step(self) -> bool:
-        latest = self.checkpoints.latest()
-        return latest is not None and latest == self.checkpoints.step_path(self.global_step)
-
     def _validate_and_save(self) -> None:
+        # every rank validates (and decides from memory, never from files rank 0 may still write)
+        self.validated_step = self.global_step
         evaluation = self.evaluate(self.model, "dev")
         self.model.train()
         improved = self.best_score is None or (
