@@ -202,7 +202,7 @@ class MBartTextTokenizer:
         self._old_to_new, self._new_to_old = self._lookup_tables(old_to_new, ids["<unk>"])
         self._special_old_ids = torch.tensor(sorted(tokenizer.all_special_ids), dtype=torch.long)
         # The published post-fix for German: "... morgen." -> "... morgen ."
-        self._space_final_period = "de" in tgt_lang
+        self._space_final_period = tgt_lang.split("_")[0] == "de"  # German outputs only
 
     @classmethod
     def from_pretrained(

@@ -742,40 +742,34 @@ def _deep_copy(data: Any) -> Any:
     return data
 
 
-def required_files(cfg: Config, splits: Sequence[str]) -> list[tuple[str, str]]:
-    """(dotted key, path) of every input file the run needs for ``splits``."""
-    files: list[tuple[str, str | None]] = []
+def required_files(cfg: Config, splits: Sequence[str]) -> list[tuple[str, str | None]]:
+    """(dotted key, path or None) of every input file the run needs for ``splits``."""
     data = cfg.data
+    files: list[tuple[str, str | None]] = []
     for split in splits:
-        if data.input_data != "feature" or cfg.task != "S2T_Ensemble":
-            files.append((f"data.{split}", data.annotation_file(split)))
-        if data.input_data == "feature" and cfg.task == "S2T":
+        files.append((f"data.{split}", data.annotation_file(split)))
+        if cfg.task == "S2T":
             for stream in data.input_streams:
-                name = f"head_{stream}_input"
-                files.append((f"data.{split}_{name}", data.feature_file(split, name)))
+                name = f"{split}_head_{stream}_input"
+                files.append((f"data.{name}", getattr(data, name)))
         if cfg.task == "S2T_Ensemble":
-            for i, path in enumerate(data.feature_file(split, "inputs_embeds")):
-                files.append((f"data.{split}_inputs_embeds[{i}]", path))
-    if data.is_video and cfg.task == "S2G":
+            paths = data.feature_file(split, "inputs_embeds") or (None,)
+            files += [(f"data.{split}_inputs_embeds[{i}]", path) for i, path in enumerate(paths)]
+    if cfg.task == "S2G":
         if "rgb" in data.input_streams and data.frame_layout not in ("folder", "video"):
             files.append(("data.zip_file", data.zip_file))
         if "keypoint" in data.input_streams:
             files.append(("data.keypoint_file", data.keypoint_file))
-    rec = cfg.model.RecognitionNetwork
-    if rec is not None and cfg.is_recognition:
-        files.append(
-            (
-                "model.RecognitionNetwork.GlossTokenizer.gloss2id_file",
-                rec.GlossTokenizer.gloss2id_file,
-            )
-        )
-    return [(key, path) for key, path in files if path is not None or key.startswith("data.")]
+    if cfg.is_recognition and cfg.model.RecognitionNetwork is not None:
+        key = "model.RecognitionNetwork.GlossTokenizer.gloss2id_file"
+        files.append((key, cfg.model.RecognitionNetwork.GlossTokenizer.gloss2id_file))
+    return files
 
 
 def check_files(cfg: Config, splits: Sequence[str], source: str = "<config>") -> None:
     """Raise a ConfigurationError for the first required input file that does not exist."""
     for key, path in required_files(cfg, splits):
         if path is None:
-            raise fail(source, key, f"required to run on split {key.split('.')[-1].split('_')[0]}")
+            raise fail(source, key, f"required for task {cfg.task} on splits {', '.join(splits)}")
         if not Path(path).exists():
             raise fail(source, key, f"file not found: {path}")

@@ -24,7 +24,7 @@ from dataset.task_data import Vocabularies, build_dataset, build_loader
 from utils.config import Config, DecodingConfig, TuningConfig
 from utils.distributed import DistributedContext, gather_objects
 from utils.evaluation import collect_predictions, format_table, score_records
-from utils.trainer import Evaluation, autocast_context, move_to_device
+from utils.trainer import Evaluation, move_to_device
 
 logger = logging.getLogger(__name__)
 
@@ -172,9 +172,7 @@ def collect_logits(
     per_sample: dict[str, dict[str, torch.Tensor]] = {}
     with torch.no_grad():
         for batch in loader:
-            batch = move_to_device(batch, ctx.device)
-            with autocast_context("fp32", ctx.device):
-                heads = model.gloss_log_probs(batch)
+            heads = model.gloss_log_probs(move_to_device(batch, ctx.device))
             for i, name in enumerate(batch["names"]):
                 per_sample[name] = {
                     head: log_probs[i, : int(lengths[i])].float().cpu()

@@ -148,6 +148,7 @@ class Trainer:
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
         self.validated_step: int | None = None
+        self.progress: tqdm | None = None
         self.losses = LossWindow()
 
     # -- set-up ---------------------------------------------------------------------------
@@ -199,7 +200,7 @@ class Trainer:
         if hasattr(self.train_loader.dataset, "set_epoch"):
             self.train_loader.dataset.set_epoch(epoch)
         self.model.train()
-        progress = self._progress_bar(epoch, start)
+        self.progress = progress = self._progress_bar(epoch, start)
         for batch in self.train_loader:
             self._train_step(batch)
             self.position.batches_done += 1
@@ -297,6 +298,12 @@ class Trainer:
             )
         self.writer.add("train/nonfinite_steps", self.nonfinite_total, self.global_step)
         lr = self.optimizer.param_groups[0]["lr"]
+        if self.progress is not None:
+            self.progress.set_postfix(
+                loss=f"{means.get('total', float('nan')):.3f}",
+                lr=f"{lr:.2e}",
+                samples_s=f"{samples_per_second:.1f}",
+            )
         logger.info(
             "step %d: loss %.4f, lr %.3g, %.1f samples/s",
             self.global_step,
