@@ -29,7 +29,7 @@ from tqdm import tqdm
 from utils.checkpoints import CheckpointManager, load_checkpoint
 from utils.config import Config, TrainingConfig, to_dict
 from utils.distributed import DistributedContext, broadcast_object, gather_objects, mean_over_ranks
-from utils.errors import CheckpointError
+from utils.errors import CheckpointError, DataError
 from utils.logs import ScalarWriter
 from utils.optimization import build_gradient_clipper, build_optimizer, build_scheduler
 from utils.training_state import (
@@ -58,6 +58,13 @@ class Evaluation:
 
     @property
     def score(self) -> float:
+        """The model-selection metric; model selection and tuning need a labelled split."""
+        if self.primary not in self.metrics:
+            raise DataError(
+                f"no {self.primary} to select by: the split has no reference "
+                f"{'texts' if self.primary.startswith('bleu') else 'glosses'} "
+                "(validation and testing.tuning need a labelled dev split)"
+            )
         return self.metrics[self.primary]
 
 
@@ -235,9 +242,7 @@ class Trainer:
     def _train_step(self, batch: Mapping[str, Any]) -> None:
         started = time.perf_counter()
         batch = move_to_device(batch, self.ctx.device)
-        generator = step_generator(
-            self.tcfg.random_seed, self.global_step, self.ctx.rank, self.ctx.device
-        )
+        generator = step_generator(self.tcfg.random_seed, self.global_step, self.ctx.rank)
         with autocast_context(self.tcfg.mixed_precision, self.ctx.device):
             losses = self.network(batch, generator=generator).losses
         losses["total"].float().backward()

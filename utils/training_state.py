@@ -42,13 +42,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def step_generator(seed: int, global_step: int, rank: int, device: torch.device) -> torch.Generator:
-    """A generator for the on-device augmentation of one step, derived from the step number.
+def step_generator(seed: int, global_step: int, rank: int) -> torch.Generator:
+    """A CPU generator for the training-time augmentation of one step, derived from the step.
 
     Deriving it (instead of carrying one generator along) makes a resumed run draw the same
-    crops as an uninterrupted one without saving generator state.
+    crops as an uninterrupted one without saving generator state. It lives on the CPU on
+    every device: the augmentation draws a few scalars per batch (crop box, jitter), and
+    drawing them from a GPU generator would need a device sync for each.
     """
-    generator = torch.Generator(device=device)
+    generator = torch.Generator()
     generator.manual_seed((seed * 1_000_003 + global_step * 7919 + rank) % 2**63)
     return generator
 
