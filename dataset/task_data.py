@@ -148,6 +148,7 @@ def _sign_dataset(cfg: Config, split: str, vocabs: Vocabularies, is_train: bool)
         frame_reader=frame_reader,
         keypoints=keypoints,
         vocabulary=vocabs.gloss,
+        require_gloss=is_train,  # prediction keeps unlabelled clips (own videos)
         is_train=is_train,
         tmin=temporal.tmin if temporal else 1.0,
         tmax=temporal.tmax if temporal else 1.0,
@@ -174,7 +175,13 @@ def _feature_dataset(cfg: Config, split: str, vocabs: Vocabularies, is_train: bo
         raise ConfigurationError(
             f"data.{split}_{missing[0]}: required for task S2T on split {split!r}"
         )
-    return FeatureDataset(load_split(cfg, split), features, vocabulary=vocabs.gloss, split=split)
+    return FeatureDataset(
+        load_split(cfg, split),
+        features,
+        vocabulary=vocabs.gloss,
+        require_gloss=is_train,  # prediction keeps unlabelled clips
+        split=split,
+    )
 
 
 def _ensemble_dataset(cfg: Config, split: str, vocabs: Vocabularies, is_train: bool) -> Dataset:

@@ -129,6 +129,20 @@ def test_keypoint_stream_needs_heatmaps():
     assert "model.RecognitionNetwork.heatmap_cfg: required" in _error(data)
 
 
+@pytest.mark.parametrize(
+    "img_size, input_size, key",
+    [
+        (224, 224, "model.RecognitionNetwork.heatmap_cfg.input_size: expected half"),
+        (200, 100, "data.transform_cfg.img_size: the two-stream network needs a multiple of 32"),
+    ],
+)
+def test_two_stream_input_sizes_must_line_up(img_size: int, input_size: int, key: str):
+    data = _raw()
+    data["data"]["transform_cfg"]["img_size"] = img_size
+    data["model"]["RecognitionNetwork"]["heatmap_cfg"]["input_size"] = input_size
+    assert key in _error(data)
+
+
 def test_distillation_type_is_validated():
     data = _raw()
     data["model"]["RecognitionNetwork"]["cross_distillation"]["types"] = {"rgb_teaches_depth": 1}

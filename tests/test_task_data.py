@@ -1,5 +1,7 @@
 """Per-task datasets and loaders built from configs, on a tiny synthetic dataset."""
 
+import gzip
+import pickle
 from pathlib import Path
 
 import pytest
@@ -38,16 +40,18 @@ def _cfg(demo: Path, task: str, **data) -> dict:
     return base
 
 
-def _s2g_config(demo: Path, streams: list[str]):
+def _s2g_config(demo: Path, streams: list[str], dev: Path | None = None):
     data = {
         "input_streams": streams,
         "zip_file": str(demo / "demo-videos.zip"),
         "frame_layout": "phoenix-2014t",
         "keypoint_file": str(demo / "demo-keypoints.pkl"),
         "use_keypoints": ["pose", "hand"],
-        "transform_cfg": {"temporal_augmentation": {"tmin": 0.5, "tmax": 1.5}},
+        "transform_cfg": {"img_size": 64, "temporal_augmentation": {"tmin": 0.5, "tmax": 1.5}},
     }
     raw = _cfg(demo, "S2G", **data)
+    if dev is not None:
+        raw["data"]["dev"] = str(dev)
     raw["model"] = {
         "RecognitionNetwork": {
             "GlossTokenizer": {"gloss2id_file": str(demo / "gloss2ids.pkl")},
@@ -76,6 +80,22 @@ def test_sign_batches_have_frames_keypoints_and_labels(demo: Path):
     assert batch["gloss_labels"].shape[0] == B
     # every gloss of the batch is in the vocabulary
     assert (batch["gloss_labels"] != vocab.unk_id).all()
+
+
+def test_prediction_keeps_clips_without_gloss_training_skips_them(demo: Path, tmp_path: Path):
+    with gzip.open(demo / "demo.dev", "rb") as handle:
+        samples = pickle.load(handle)
+    samples[1]["gloss"] = ""
+    dev = tmp_path / "unlabelled.dev"
+    with gzip.open(dev, "wb") as handle:
+        pickle.dump(samples, handle)
+    cfg = _s2g_config(demo, ["keypoint"], dev=dev)
+    vocabs = Vocabularies(gloss=GlossVocabulary.from_file(demo / "gloss2ids.pkl"))
+    predicted = build_dataset(cfg, "dev", vocabs, is_train=False)
+    trained = build_dataset(cfg, "dev", vocabs, is_train=True)
+    assert len(predicted) == len(samples) == 3
+    assert len(trained) == 2
+    assert [s.name for s in trained.samples] == [samples[0]["name"], samples[2]["name"]]
 
 
 def test_loader_order_depends_only_on_seed_and_epoch(demo: Path):

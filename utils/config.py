@@ -668,6 +668,29 @@ def _check_streams(cfg: Config, rec: RecognitionConfig) -> Iterator[Problem]:
             section = getattr(rec, key)
             if section is not None and section.use_block != 4:
                 yield f"{prefix}.{key}.use_block", "the two-stream network uses 4 S3D blocks"
+        yield from _check_two_stream_sizes(cfg, rec)
+
+
+def _check_two_stream_sizes(cfg: Config, rec: RecognitionConfig) -> Iterator[Problem]:
+    """Lateral connections add feature maps of both streams: their sizes must line up.
+
+    The keypoint stream sees heatmaps of half the RGB size (224 / 112 as published) and
+    downsamples by 16 where the RGB stream downsamples by 32.
+    """
+    transform, heatmap = cfg.data.transform_cfg, rec.heatmap_cfg
+    if transform is None or heatmap is None:
+        return
+    if transform.img_size % 32:
+        yield (
+            "data.transform_cfg.img_size",
+            f"the two-stream network needs a multiple of 32, got {transform.img_size}",
+        )
+    if heatmap.input_size * 2 != transform.img_size:
+        yield (
+            "model.RecognitionNetwork.heatmap_cfg.input_size",
+            f"expected half of data.transform_cfg.img_size ({transform.img_size // 2}) for the "
+            f"two-stream network, got {heatmap.input_size}",
+        )
 
 
 # --------------------------------------------------------------------------------------------

@@ -75,23 +75,28 @@ def _records_of(
 def score_records(
     records: list[dict[str, Any]], dataset_name: str, level: str, is_translation: bool
 ) -> Evaluation:
-    """Metrics of the collected records (see the module docstring for their names)."""
+    """Metrics of the collected records (see the module docstring for their names).
+
+    Only labelled clips are scored: a clip without a reference gloss (text) gets hypotheses
+    but counts in no WER (BLEU/ROUGE); with no labelled clip at all the metrics are empty.
+    """
     metrics: dict[str, float] = {}
-    gloss_keys = sorted({k for r in records for k in r if k.startswith(GLOSS_PREFIX)})
-    references = [r["ref_gloss"] for r in records]
-    if not any(ref.strip() for ref in references):
-        gloss_keys = []  # unlabelled data (e.g. own videos): hypotheses only
+    glossed = [r for r in records if r["ref_gloss"].strip()]
+    gloss_keys = sorted({k for r in glossed for k in r if k.startswith(GLOSS_PREFIX)})
+    references = [r["ref_gloss"] for r in glossed]
     for key in gloss_keys:
-        hypotheses = [r[key] for r in records]
+        hypotheses = [r[key] for r in glossed]
         metrics[f"wer_{key[len(GLOSS_PREFIX) :]}"] = recognition_wer(
             references, hypotheses, dataset_name
         )["wer"]
     if gloss_keys:
         metrics["wer"] = min(metrics.values())
     if is_translation:
-        ref_texts = [r["ref_text"] for r in records]
-        text_hyps = [r["text"] for r in records]
-        metrics.update(translation_scores(ref_texts, text_hyps, level))
+        texted = [r for r in records if r["ref_text"].strip()]
+        if texted:
+            ref_texts = [r["ref_text"] for r in texted]
+            text_hyps = [r["text"] for r in texted]
+            metrics.update(translation_scores(ref_texts, text_hyps, level))
         return Evaluation(metrics, primary="bleu4", higher_is_better=True, samples=records)
     return Evaluation(metrics, primary="wer", higher_is_better=False, samples=records)
 

@@ -123,8 +123,8 @@ def predict_splits(
 
     Writes the files listed in the module docstring (rank 0) and returns the metrics.
     """
-    decoding = cfg.testing.cfg
-    candidates = candidate_decodings(decoding, cfg.testing.tuning, cfg)
+    candidates = candidate_decodings(cfg.testing.cfg, cfg.testing.tuning, cfg)
+    decoding = candidates[0]  # a one-value grid replaces testing.cfg too
     results: dict[str, Any] = {}
     evaluations: dict[str, Evaluation] = {}
     if len(candidates) > 1:
