@@ -28,7 +28,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from dataset.gloss_vocabulary import GlossVocabulary
+from dataset.gloss_vocabulary import LANGUAGE_TOKENS, GlossVocabulary
 from dataset.text_tokenizer import TextTokenizer, build_text_tokenizer
 from utils.config import GlossEmbeddingConfig, TranslationConfig
 from utils.errors import ConfigurationError, DataError
@@ -141,6 +141,46 @@ def build_gloss_embedding(
     return embedding
 
 
+def gloss_spellings(gloss: str) -> list[str]:
+    """Lower-case spellings a gloss may have as a German word, most literal first.
+
+    Glosses write umlauts and ß out (``ZWOELF``, ``MAESSIG``); the texts do not
+    (``zwölf``, ``mäßig``). Every combination of the two rewrites is tried.
+    """
+    word = gloss.lower()
+    umlauts = word.replace("ae", "ä").replace("oe", "ö").replace("ue", "ü")
+    spellings = [word, umlauts, word.replace("ss", "ß"), umlauts.replace("ss", "ß")]
+    return list(dict.fromkeys(spellings))
+
+
+def gloss_text_ids(vocabulary: GlossVocabulary, text_tokenizer: TextTokenizer) -> torch.Tensor:
+    """For every gloss id, the id of the text word spelled like it, or -1.
+
+    Special tokens (``<pad>``, ``</s>``, language codes, ...) keep their own embedding.
+
+    Returns:
+        LongTensor (V_gloss,).
+    """
+    token_to_id = getattr(text_tokenizer, "token_to_id", None)
+    if not isinstance(token_to_id, Mapping):
+        raise ConfigurationError(
+            "TranslationNetwork.GlossEmbedding.share_text_words needs a word-level text "
+            "vocabulary (TextTokenizer.level: word)"
+        )
+    ids = torch.full((len(vocabulary),), -1, dtype=torch.long)
+    for index in range(len(vocabulary)):
+        gloss = vocabulary.id_to_token(index)
+        if gloss.startswith("<") or gloss in LANGUAGE_TOKENS:
+            continue
+        match = next((token_to_id[w] for w in gloss_spellings(gloss) if w in token_to_id), None)
+        if match is not None:
+            ids[index] = match
+    logger.info(
+        "%d of %d glosses share the embedding of a text word", int((ids >= 0).sum()), len(ids)
+    )
+    return ids
+
+
 # --------------------------------------------------------------------------------------------
 # the network
 # --------------------------------------------------------------------------------------------
@@ -160,6 +200,9 @@ class TranslationNetwork(nn.Module):
             text embedding (``</s>``, plus the target-language code for mBART vocabularies).
         gloss_to_vector: the pretrained gloss vectors (kept for the VL mapper's
             ``embedding`` type).
+        gloss_text_ids: (V_gloss,) text-word id per gloss, -1 for none (see
+            :func:`gloss_text_ids`): those glosses are embedded with the text embedding,
+            which the decoder and output layer share, instead of their own row.
     """
 
     def __init__(
@@ -175,6 +218,7 @@ class TranslationNetwork(nn.Module):
         src_lang: str | None = None,
         gls_eos: Literal["gls", "txt"] = "gls",
         gloss_to_vector: Mapping[str, torch.Tensor] | None = None,
+        gloss_text_ids: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -193,6 +237,8 @@ class TranslationNetwork(nn.Module):
         self._check_inputs()
         has_gloss = self.gloss_vocabulary is not None and src_lang is not None
         self._suffix_ids = self._gloss_suffix_ids() if has_gloss else []
+        # not persistent: rebuilt from the vocabularies, so checkpoints keep their layout
+        self.register_buffer("gloss_text_ids", gloss_text_ids, persistent=False)
 
     def _check_inputs(self) -> None:
         needs_gloss = self.input_type == "gloss" or self.gls_eos == "gls"
@@ -212,7 +258,13 @@ class TranslationNetwork(nn.Module):
     # ---- encoder inputs ------------------------------------------------------------------
     def embed_glosses(self, input_ids: torch.Tensor) -> torch.Tensor:
         """G2T: gloss ids (B, L) -> encoder input embeddings (B, L, D)."""
-        return self.gloss_embedding(input_ids) * self.input_embed_scale
+        embeds = self.gloss_embedding(input_ids)
+        if self.gloss_text_ids is not None:
+            text_ids = self.gloss_text_ids[input_ids]  # (B, L), -1 = own embedding
+            text_table = self.model.get_input_embeddings().weight
+            words = nn.functional.embedding(text_ids.clamp(min=0), text_table)
+            embeds = torch.where((text_ids >= 0)[..., None], words, embeds)
+        return embeds * self.input_embed_scale
 
     def suffix_embeddings(self) -> torch.Tensor:
         """The embeddings appended to every S2T feature sequence, (S, D)."""
@@ -529,6 +581,9 @@ def build_translation_network(
     vocabulary, gloss_embedding, vectors = build_gloss_side(
         cfg, model.config.d_model, gloss_vocabulary
     )
+    shared_ids = None
+    if vocabulary is not None and cfg.GlossEmbedding and cfg.GlossEmbedding.share_text_words:
+        shared_ids = gloss_text_ids(vocabulary, text_tokenizer)
     network = TranslationNetwork(
         model,
         text_tokenizer,
@@ -540,6 +595,7 @@ def build_translation_network(
         src_lang=cfg.GlossTokenizer.src_lang if cfg.GlossTokenizer else None,
         gls_eos=cfg.gls_eos,
         gloss_to_vector=vectors,
+        gloss_text_ids=shared_ids,
     )
     if load_checkpoint and cfg.load_ckpt is not None:
         from utils.published_checkpoints_translation import load_translation_checkpoint

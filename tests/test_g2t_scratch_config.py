@@ -75,3 +75,26 @@ def test_scored_on_the_real_references(
     assert set(metrics) >= {"bleu1", "bleu2", "bleu3", "bleu4", "rouge"}
     # After 200 steps the decoder has learnt the frequent words: some unigrams must match.
     assert 0.0 < metrics["bleu1"] < 100.0
+
+
+def test_glosses_share_the_german_words(shared_data_dir: Path) -> None:
+    """On the real vocabularies most gloss tokens are German words the decoder also embeds."""
+    from dataset.annotations import load_annotations
+    from dataset.gloss_vocabulary import GlossVocabulary
+    from dataset.text_tokenizer import VocabularyTextTokenizer
+    from modelling.translation_network import gloss_text_ids
+
+    train = load_annotations(real_split(shared_data_dir, "train"))
+    glosses = GlossVocabulary.from_glosses([s.gloss for s in train])
+    words = VocabularyTextTokenizer.build([s.text.lower() for s in train], "word")
+    text_ids = gloss_text_ids(glosses, words)
+    shared = {
+        glosses.id_to_token(i): words.id_to_token[t]
+        for i, t in enumerate(text_ids.tolist())
+        if t >= 0
+    }
+    assert shared["wetter"] == "wetter" and shared["zwoelf"] == "zwölf"
+    assert "ix" not in shared  # the pointing sign is no German word
+    tokens = [glosses.token_to_id(w) for s in train for w in s.gloss.split()]
+    covered = sum(int(text_ids[t] >= 0) for t in tokens) / len(tokens)
+    assert covered > 0.75, covered

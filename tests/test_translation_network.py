@@ -11,6 +11,7 @@ from modelling.translation_network import (
     LabelSmoothedCrossEntropy,
     TranslationNetwork,
     build_translation_network,
+    gloss_spellings,
     load_gloss_vectors,
 )
 from tests.translation_helpers import SAMPLES, make_pruned_mbart
@@ -293,3 +294,86 @@ def test_gloss_vocabulary_is_the_data_layer_one(g2t, pruned_dir):
     assert isinstance(g2t.gloss_vocabulary, GlossVocabulary)
     assert len(g2t.gloss_vocabulary) == g2t.gloss_embedding.num_embeddings
     assert g2t.gloss_embedding.padding_idx == g2t.gloss_vocabulary.pad_id
+
+
+# --------------------------------------------------------------------------------------------
+# glosses sharing the text-word embeddings
+# --------------------------------------------------------------------------------------------
+def test_gloss_spellings_write_umlauts_and_eszett():
+    assert gloss_spellings("ZWOELF") == ["zwoelf", "zwölf"]
+    assert gloss_spellings("MAESSIG") == ["maessig", "mässig", "maeßig", "mäßig"]
+    assert gloss_spellings("REGEN") == ["regen"]
+
+
+def _shared_g2t(share: bool) -> TranslationNetwork:
+    texts = ["morgen regen im norden", "zwölf grad im süden", "mäßig wind"]
+    glosses = ["MORGEN REGEN NORD", "ZWOELF GRAD SUED", "MAESSIG WIND IX"]
+    cfg = build(
+        TranslationConfig,
+        {
+            "model_config": TINY_MBART,
+            "TextTokenizer": {"level": "word"},
+            "GlossTokenizer": {"src_lang": "de_DGS"},
+            "GlossEmbedding": {"share_text_words": share},
+        },
+        "<test>",
+    )
+    torch.manual_seed(0)
+    return build_translation_network(
+        cfg, "G2T", train_texts=texts, gloss_vocabulary=GlossVocabulary.from_glosses(glosses)
+    )
+
+
+def test_shared_glosses_use_the_text_embedding_and_train_it():
+    network = _shared_g2t(share=True)
+    vocab, text = network.gloss_vocabulary, network.text_tokenizer
+    shared = {
+        vocab.id_to_token(i): text.id_to_token[int(t)]
+        for i, t in enumerate(network.gloss_text_ids)
+        if t >= 0
+    }
+    # NORD / SUED have no text word of that spelling (the texts say norden / süden)
+    assert shared == {
+        "morgen": "morgen",
+        "regen": "regen",
+        "grad": "grad",
+        "zwoelf": "zwölf",
+        "maessig": "mäßig",
+        "wind": "wind",
+    }
+    ids, mask = vocab.encode_for_translation(["ZWOELF IX"], "de_DGS")
+    embeds = network.embed_glosses(ids)
+    scale = network.input_embed_scale
+    text_table = network.model.get_input_embeddings().weight
+    torch.testing.assert_close(embeds[0, 0], text_table[text.token_to_id["zwölf"]] * scale)
+    torch.testing.assert_close(embeds[0, 1], network.gloss_embedding.weight[ids[0, 1]] * scale)
+    # the encoder's gradient reaches the shared text row
+    network.zero_grad()
+    network.embed_glosses(ids).sum().backward()
+    assert text_table.grad[text.token_to_id["zwölf"]].abs().sum() > 0
+    assert network.gloss_embedding.weight.grad[ids[0, 0]].abs().sum() == 0
+    # not persistent: the checkpoint layout is that of an unshared model
+    assert set(network.state_dict()) == set(_shared_g2t(share=False).state_dict())
+
+
+def test_unshared_glosses_keep_their_own_embedding():
+    network = _shared_g2t(share=False)
+    assert network.gloss_text_ids is None
+    ids, _ = network.gloss_vocabulary.encode_for_translation(["ZWOELF"], "de_DGS")
+    torch.testing.assert_close(
+        network.embed_glosses(ids), network.gloss_embedding(ids) * network.input_embed_scale
+    )
+
+
+def test_sharing_needs_a_word_vocabulary():
+    with pytest.raises(ConfigurationError, match=r"GlossEmbedding\.share_text_words.*'word'"):
+        build(
+            TranslationConfig,
+            {
+                "model_config": TINY_MBART,
+                "TextTokenizer": {"level": "char"},
+                "GlossTokenizer": {"src_lang": "de_DGS"},
+                "GlossEmbedding": {"share_text_words": True},
+            },
+            "<test>",
+        )

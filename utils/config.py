@@ -363,6 +363,9 @@ class GlossEmbeddingConfig:
     gloss2embed_file: str | None = None
     freeze: bool = False
     from_scratch: bool = False
+    # G2T with a word-level text vocabulary: a gloss spelled like a text word (``WETTER`` ->
+    # ``wetter``, ``ZWOELF`` -> ``zwölf``) uses that word's embedding, shared with the decoder
+    share_text_words: bool = False
 
 
 @dataclass(frozen=True)
@@ -392,6 +395,12 @@ class TranslationConfig:
             )
         if not 0 <= self.label_smoothing < 1:
             yield "label_smoothing", f"expected 0 <= value < 1, got {self.label_smoothing}"
+        shares = self.GlossEmbedding is not None and self.GlossEmbedding.share_text_words
+        if shares and self.TextTokenizer.level != "word":
+            yield (
+                "GlossEmbedding.share_text_words",
+                f"needs TextTokenizer.level 'word', got {self.TextTokenizer.level!r}",
+            )
 
 
 @dataclass(frozen=True)
