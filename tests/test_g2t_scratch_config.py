@@ -34,6 +34,7 @@ def shortened_overrides(data_dir: Path, model_dir: Path) -> list[str]:
         f"training.max_steps={STEPS}",
         "training.log_every=10",
         "training.optimization.warmup_steps=40",
+        "training.ema_decay=0.9",  # the config's 0.999 averages over more steps than these
         "model.TranslationNetwork.model_config.d_model=128",
         "model.TranslationNetwork.model_config.encoder_ffn_dim=256",
         "model.TranslationNetwork.model_config.decoder_ffn_dim=256",

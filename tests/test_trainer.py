@@ -12,6 +12,7 @@ from dataset.task_data import build_loader
 from utils.checkpoints import load_checkpoint
 from utils.config import config_from_dict
 from utils.distributed import DistributedContext
+from utils.errors import CheckpointError, ConfigurationError
 from utils.trainer import Evaluation, LossWindow, NonFiniteLossError, Trainer, move_to_device
 
 CPU = DistributedContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
@@ -178,3 +179,74 @@ def test_warmup_scales_the_learning_rate_linearly(tmp_path: Path):
     trainer.optimizer.step = step
     trainer.train()
     assert rates[:6] == pytest.approx([0.0125, 0.025, 0.0375, 0.05, 0.05, 0.05])
+
+
+# --------------------------------------------------------------------------------------------
+# moving average of the weights
+# --------------------------------------------------------------------------------------------
+def _weights_after_every_step(trainer: Trainer) -> list[torch.Tensor]:
+    """Record the raw weights after each optimiser step."""
+    seen: list[torch.Tensor] = []
+    original = trainer.optimizer.step
+
+    def step(*args, **kwargs):
+        result = original(*args, **kwargs)
+        seen.append(trainer.model.layer.weight.detach().clone())
+        return result
+
+    trainer.optimizer.step = step
+    return seen
+
+
+def test_moving_average_is_validated_saved_and_predicted_with(tmp_path: Path):
+    from utils.checkpoints import AVERAGED_STATE, model_state_of
+
+    trainer = _trainer(tmp_path, ema_decay=0.5)
+    raw = _weights_after_every_step(trainer)
+    validated: list[torch.Tensor] = []
+    evaluate = trainer.evaluate
+
+    def recording(model: nn.Module, split: str) -> Evaluation:
+        validated.append(model.layer.weight.clone())
+        return evaluate(model, split)
+
+    trainer.evaluate = recording
+    trainer.train()
+    expected = raw[0]
+    for weights in raw[1:]:
+        expected = 0.5 * expected + 0.5 * weights
+    averaged = trainer.averaged.module.layer.weight
+    torch.testing.assert_close(averaged, expected)
+    assert not torch.allclose(averaged, trainer.model.layer.weight)
+    torch.testing.assert_close(validated[-1], averaged)
+    state = load_checkpoint(trainer.checkpoints.step_checkpoints()[-1])
+    torch.testing.assert_close(state["model_state"]["layer.weight"], trainer.model.layer.weight)
+    torch.testing.assert_close(model_state_of(state, "last")["layer.weight"], averaged)
+    assert state["averaged_updates"] == len(raw) and AVERAGED_STATE in state
+
+
+def test_resume_restores_the_moving_average(tmp_path: Path):
+    uninterrupted = _trainer(tmp_path / "a", ema_decay=0.7)
+    uninterrupted.train()
+    first = _trainer(tmp_path / "b", ema_decay=0.7, max_steps=4)
+    first.train()
+    second = _trainer(tmp_path / "b", ema_decay=0.7)
+    assert second.resume()
+    second.train()
+    torch.testing.assert_close(
+        second.averaged.module.layer.weight, uninterrupted.averaged.module.layer.weight
+    )
+    assert int(second.averaged.n_averaged) == int(uninterrupted.averaged.n_averaged) == 9
+
+
+def test_resume_with_a_moving_average_needs_one_in_the_checkpoint(tmp_path: Path):
+    _trainer(tmp_path, max_steps=2).train()
+    second = _trainer(tmp_path, ema_decay=0.9)
+    with pytest.raises(CheckpointError, match="moving average"):
+        second.resume()
+
+
+@pytest.mark.parametrize("decay", [0.0, 1.0])
+def test_ema_decay_must_be_inside_zero_one(tmp_path: Path, decay: float):
+    with pytest.raises(ConfigurationError, match=r"training\.ema_decay"):
+        _config(tmp_path, ema_decay=decay)

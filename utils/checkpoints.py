@@ -81,8 +81,19 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return dict(state)
 
 
+AVERAGED_STATE = "averaged_model_state"
+"""Checkpoint key of the moving-average weights (``training.ema_decay``)."""
+
+
 def model_state_of(checkpoint: Mapping, path: str | Path) -> dict[str, torch.Tensor]:
-    """The model weights of a checkpoint of this project or of the original release."""
+    """The model weights of a checkpoint of this project or of the original release.
+
+    A checkpoint trained with a moving average of the weights gives the averaged weights:
+    those were validated and selected. (Resuming reads ``model_state``, the raw weights.)
+    """
+    averaged = checkpoint.get(AVERAGED_STATE)
+    if isinstance(averaged, Mapping):
+        return dict(averaged)
     state = checkpoint.get("model_state")
     if not isinstance(state, Mapping):
         raise CheckpointError(

@@ -529,8 +529,12 @@ class TrainingConfig:
     max_nonfinite_steps: int = 10  # new: this many non-finite losses in a row abort training
     log_every: int = 10  # new: steps between TensorBoard/log scalars
     device: Literal["auto", "cpu", "cuda"] = "auto"  # new
+    # new: validate, select and save an exponential moving average of the weights (e.g. 0.999)
+    ema_decay: float | None = None
 
     def check(self) -> Iterator[Problem]:
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            yield "ema_decay", f"expected 0 < value < 1 or null, got {self.ema_decay}"
         for key in (
             "batch_size",
             "total_epoch",

@@ -23,10 +23,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from utils.checkpoints import CheckpointManager, load_checkpoint
+from utils.checkpoints import AVERAGED_STATE, CheckpointManager, load_checkpoint
 from utils.config import Config, TrainingConfig, to_dict
 from utils.distributed import DistributedContext, broadcast_object, gather_objects, mean_over_ranks
 from utils.errors import CheckpointError, DataError
@@ -146,6 +147,7 @@ class Trainer:
         self.clip_gradients = build_gradient_clipper(optimization)
         self.trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.network = self._wrap_ddp(model, find_unused_parameters)
+        self.averaged = build_weight_average(model, self.tcfg.ema_decay)
         self.checkpoints = CheckpointManager(model_dir / "ckpts", self.tcfg.keep_last_ckpts)
         self.writer = ScalarWriter(model_dir / "tensorboard" if ctx.is_main else None)
         self.position = DataPosition()
@@ -269,6 +271,8 @@ class Trainer:
             self.clip_gradients(self.trainable)
         self._warm_up()
         self.optimizer.step()
+        if self.averaged is not None:
+            self.averaged.update_parameters(self.model)
 
     def _warm_up(self) -> None:
         """Scale the scheduled learning rates linearly over the first ``warmup_steps`` steps."""
@@ -321,7 +325,7 @@ class Trainer:
     def _validate_and_save(self) -> None:
         # every rank validates (and decides from memory, never from files rank 0 may still write)
         self.validated_step = self.global_step
-        evaluation = self.evaluate(self.model, "dev")
+        evaluation = self.evaluate(self.validated_model, "dev")
         self.model.train()
         improved = self.best_score is None or (
             evaluation.score > self.best_score
@@ -344,9 +348,21 @@ class Trainer:
             )
             self.checkpoints.save(state, self.global_step, is_best=improved)
 
+    @property
+    def validated_model(self) -> nn.Module:
+        """The weights that are validated, selected and predicted with."""
+        return self.model if self.averaged is None else self.averaged.module
+
     def _checkpoint_state(self) -> dict:
         rng_states = gather_objects(capture_rng_state())
+        averaged = {}
+        if self.averaged is not None:
+            averaged = {
+                AVERAGED_STATE: self.averaged.module.state_dict(),
+                "averaged_updates": int(self.averaged.n_averaged),
+            }
         return {
+            **averaged,
             "model_state": self.model.state_dict(),
             "optimizer_state": self.optimizer.state_dict(),
             "scheduler_state": self.scheduler.state_dict(),
@@ -386,6 +402,7 @@ class Trainer:
                 "resume with the same number of processes"
             )
         self.model.load_state_dict(state["model_state"])
+        self._load_average(state, path)
         self.optimizer.load_state_dict(state["optimizer_state"])
         self.scheduler.load_state_dict(state["scheduler_state"])
         self.global_step = state["global_step"]
@@ -395,6 +412,28 @@ class Trainer:
         self.best_score, self.best_step = state["best_score"], state["best_step"]
         self.nonfinite_total = state.get("nonfinite_total", 0)
         restore_rng_state(state["rng_states"][self.ctx.rank])
+
+    def _load_average(self, state: dict, path: Path) -> None:
+        if self.averaged is None:
+            return
+        if AVERAGED_STATE not in state:
+            raise CheckpointError(
+                f"{path}: has no moving average of the weights, but training.ema_decay is set; "
+                "resume with the checkpoint's settings or start a new model_dir"
+            )
+        self.averaged.module.load_state_dict(state[AVERAGED_STATE])
+        self.averaged.n_averaged.fill_(state["averaged_updates"])
+
+
+def build_weight_average(model: nn.Module, decay: float | None) -> AveragedModel | None:
+    """An exponential moving average of ``model``'s parameters (None without a decay).
+
+    Updated after every optimiser step; buffers (BatchNorm statistics) are copied from the
+    model rather than averaged.
+    """
+    if decay is None:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
 
 
 def iterate_heads(metrics: Mapping[str, float], prefix: str) -> Iterator[tuple[str, float]]:
