@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from dataset.gloss_vocabulary import LANGUAGE_TOKENS, GlossVocabulary
-from dataset.text_tokenizer import TextTokenizer, build_text_tokenizer
+from dataset.text_tokenizer import TextTokenizer, VocabularyTextTokenizer, build_text_tokenizer
 from utils.config import GlossEmbeddingConfig, TranslationConfig
 from utils.errors import ConfigurationError, DataError
 
@@ -161,12 +161,12 @@ def gloss_text_ids(vocabulary: GlossVocabulary, text_tokenizer: TextTokenizer) -
     Returns:
         LongTensor (V_gloss,).
     """
-    token_to_id = getattr(text_tokenizer, "token_to_id", None)
-    if not isinstance(token_to_id, Mapping):
+    if not (isinstance(text_tokenizer, VocabularyTextTokenizer) and text_tokenizer.level == "word"):
         raise ConfigurationError(
             "TranslationNetwork.GlossEmbedding.share_text_words needs a word-level text "
             "vocabulary (TextTokenizer.level: word)"
         )
+    token_to_id = text_tokenizer.token_to_id
     ids = torch.full((len(vocabulary),), -1, dtype=torch.long)
     for index in range(len(vocabulary)):
         gloss = vocabulary.id_to_token(index)

@@ -13,6 +13,10 @@ from pathlib import Path
 import pytest
 
 import training
+from dataset.annotations import load_annotations
+from dataset.gloss_vocabulary import GlossVocabulary
+from dataset.text_tokenizer import VocabularyTextTokenizer
+from modelling.translation_network import gloss_text_ids
 from tests.test_training_cli import train_losses
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,11 +84,6 @@ def test_scored_on_the_real_references(
 
 def test_glosses_share_the_german_words(shared_data_dir: Path) -> None:
     """On the real vocabularies most gloss tokens are German words the decoder also embeds."""
-    from dataset.annotations import load_annotations
-    from dataset.gloss_vocabulary import GlossVocabulary
-    from dataset.text_tokenizer import VocabularyTextTokenizer
-    from modelling.translation_network import gloss_text_ids
-
     train = load_annotations(real_split(shared_data_dir, "train"))
     glosses = GlossVocabulary.from_glosses([s.gloss for s in train])
     words = VocabularyTextTokenizer.build([s.text.lower() for s in train], "word")

@@ -12,6 +12,7 @@ from modelling.translation_network import (
     TranslationNetwork,
     build_translation_network,
     gloss_spellings,
+    gloss_text_ids,
     load_gloss_vectors,
 )
 from tests.translation_helpers import SAMPLES, make_pruned_mbart
@@ -305,19 +306,20 @@ def test_gloss_spellings_write_umlauts_and_eszett():
     assert gloss_spellings("REGEN") == ["regen"]
 
 
+def _scratch_g2t_cfg(share: bool, level: str = "word") -> TranslationConfig:
+    data = {
+        "model_config": TINY_MBART,
+        "TextTokenizer": {"level": level},
+        "GlossTokenizer": {"src_lang": "de_DGS"},
+        "GlossEmbedding": {"share_text_words": share},
+    }
+    return build(TranslationConfig, data, "<test>")
+
+
 def _shared_g2t(share: bool) -> TranslationNetwork:
     texts = ["morgen regen im norden", "zwölf grad im süden", "mäßig wind"]
     glosses = ["MORGEN REGEN NORD", "ZWOELF GRAD SUED", "MAESSIG WIND IX"]
-    cfg = build(
-        TranslationConfig,
-        {
-            "model_config": TINY_MBART,
-            "TextTokenizer": {"level": "word"},
-            "GlossTokenizer": {"src_lang": "de_DGS"},
-            "GlossEmbedding": {"share_text_words": share},
-        },
-        "<test>",
-    )
+    cfg = _scratch_g2t_cfg(share)
     torch.manual_seed(0)
     return build_translation_network(
         cfg, "G2T", train_texts=texts, gloss_vocabulary=GlossVocabulary.from_glosses(glosses)
@@ -367,13 +369,7 @@ def test_unshared_glosses_keep_their_own_embedding():
 
 def test_sharing_needs_a_word_vocabulary():
     with pytest.raises(ConfigurationError, match=r"GlossEmbedding\.share_text_words.*'word'"):
-        build(
-            TranslationConfig,
-            {
-                "model_config": TINY_MBART,
-                "TextTokenizer": {"level": "char"},
-                "GlossTokenizer": {"src_lang": "de_DGS"},
-                "GlossEmbedding": {"share_text_words": True},
-            },
-            "<test>",
-        )
+        _scratch_g2t_cfg(share=True, level="char")
+    chars = VocabularyTextTokenizer.build(["regen"], "char")
+    with pytest.raises(ConfigurationError, match="word-level text vocabulary"):
+        gloss_text_ids(GlossVocabulary.from_glosses(["REGEN"]), chars)
