@@ -27,15 +27,14 @@ import torch
 from torch import nn
 
 from dataset.annotations import Sample
-from dataset.task_data import load_split
+from engine.experiment import build_task_model, build_vocabularies, load_model_weights
+from engine.inference import split_loader
+from engine.task_data import load_split
 from utils.cli import run_command
 from utils.config import Config, check_files, load_config
-from utils.distributed import DistributedContext, barrier, init_distributed
+from utils.distributed import DistributedContext, barrier, init_distributed, move_to_device
 from utils.errors import ConfigurationError
-from utils.experiment import build_task_model, build_vocabularies, load_model_weights
-from utils.inference import split_loader
 from utils.logs import setup_logging
-from utils.trainer import move_to_device
 
 logger = logging.getLogger("extract_feature")
 

@@ -16,11 +16,11 @@ import logging
 import sys
 from pathlib import Path
 
+from engine.experiment import build_task_model, build_vocabularies, load_model_weights
+from engine.inference import predict_splits
 from utils.cli import run_command
 from utils.config import check_files, load_config
 from utils.distributed import init_distributed
-from utils.experiment import build_task_model, build_vocabularies, load_model_weights
-from utils.inference import predict_splits
 from utils.logs import setup_logging
 
 logger = logging.getLogger("prediction")

@@ -17,20 +17,20 @@ from pathlib import Path
 
 from torch import nn
 
-from dataset.task_data import build_dataset, build_loader
-from utils.cli import run_command
-from utils.config import Config, check_files, dump_config, load_config
-from utils.distributed import DistributedContext, barrier, init_distributed
-from utils.errors import ConfigurationError
-from utils.experiment import (
+from engine.experiment import (
     build_task_model,
     build_vocabularies,
     count_parameters,
     load_model_weights,
 )
-from utils.inference import evaluate_loader, predict_splits, split_loader
+from engine.inference import evaluate_loader, predict_splits, split_loader
+from engine.task_data import build_dataset, build_loader
+from engine.trainer import Trainer
+from utils.cli import run_command
+from utils.config import Config, check_files, dump_config, load_config
+from utils.distributed import DistributedContext, barrier, init_distributed
+from utils.errors import ConfigurationError
 from utils.logs import setup_logging
-from utils.trainer import Trainer
 from utils.training_state import seed_everything
 
 logger = logging.getLogger("training")

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dataset.files import read_pickle
 from utils.errors import DataError
+from utils.files import read_pickle
 
 MANIFEST_COLUMNS = ("name", "video", "gloss", "text", "num_frames", "signer")
 REQUIRED_MANIFEST_COLUMNS = ("name", "video")

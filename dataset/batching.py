@@ -46,10 +46,10 @@ from torch.utils.data import (
 
 from dataset.annotations import Sample
 from dataset.augmentation import TIME_STRIDE, sample_frame_indices
-from dataset.files import read_pickle
 from dataset.frames import FrameReader
 from dataset.gloss_vocabulary import GlossVocabulary
 from utils.errors import DataError
+from utils.files import read_pickle
 
 logger = logging.getLogger(__name__)
 

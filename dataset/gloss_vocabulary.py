@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from dataset.files import read_pickle
 from utils.errors import ConfigurationError, DataError
+from utils.files import read_pickle
 
 BLANK_ID = 0
 """The CTC blank id: the vocabulary's silence token (``<s>`` or ``<si>``) must have it."""

@@ -21,8 +21,8 @@ from types import MappingProxyType
 
 import numpy as np
 
-from dataset.files import read_pickle
 from utils.errors import ConfigurationError, DataError
+from utils.files import read_pickle
 
 NUM_WHOLEBODY_POINTS = 133
 

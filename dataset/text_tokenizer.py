@@ -27,9 +27,9 @@ from typing import Literal, Protocol
 
 import torch
 
-from dataset.files import read_pickle
 from utils.config import TextTokenizerConfig
 from utils.errors import ConfigurationError, DataError
+from utils.files import read_pickle
 
 logger = logging.getLogger(__name__)
 

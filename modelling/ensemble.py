@@ -26,6 +26,7 @@ from transformers import ForcedEOSTokenLogitsProcessor, LogitsProcessor, LogitsP
 from transformers.modeling_outputs import BaseModelOutput
 
 from dataset.text_tokenizer import TextTokenizer, build_text_tokenizer
+from modelling.published_checkpoints_translation import load_ensemble_member
 from modelling.translation_network import (
     LabelSmoothedCrossEntropy,
     TranslationNetwork,
@@ -274,8 +275,6 @@ def build_translation_ensemble(
     ``model_config`` + ``overwrite_cfg``) and loaded from the ``translation_network.model.*``
     weights of its published-layout checkpoint.
     """
-    from utils.published_checkpoints_translation import load_ensemble_member
-
     if text_tokenizer is None:
         text_tokenizer = build_text_tokenizer(cfg.TextTokenizer)
     models = []

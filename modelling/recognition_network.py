@@ -37,6 +37,7 @@ from dataset.augmentation import SpatialAugmentation, augment_batch
 from dataset.heatmaps import render_heatmaps
 from modelling.ctc_decoding import BLANK, ctc_decode
 from modelling.lateral_fusion import LateralConnection
+from modelling.published_checkpoints import recognition_state_dict
 from modelling.s3d_stream import BLOCK_CHANNELS, BLOCK_TIME_STRIDES, S3DStream
 from modelling.two_stream import FeatureLevel, StreamBackbone, length_mask
 from modelling.visual_head import GlossHeadOutput, VisualHead
@@ -49,7 +50,6 @@ from utils.config import (
     TransformConfig,
 )
 from utils.errors import CheckpointError, ConfigurationError
-from utils.published_checkpoints import recognition_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -404,7 +404,7 @@ class RecognitionNetwork(nn.Module):
         """Initialise ``stream``'s parts from a single-stream recognition state dict.
 
         ``state`` uses this project's key names (see
-        :func:`utils.published_checkpoints.to_project_state_dict`), without the
+        :func:`modelling.published_checkpoints.to_project_state_dict`), without the
         ``recognition_network.`` prefix. The stream backbone and its main head must be
         present and fit; the pyramid and the auxiliary heads are loaded when both sides
         have them and left at initialisation otherwise (logged).

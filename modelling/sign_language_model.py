@@ -9,7 +9,7 @@ S2T_Ensemble   :class:`EnsembleSignToText`: N trained S2T translation networks d
                together from their extracted encoder inputs (no training)
 =============  =====================================================================
 
-Every task model takes a batch from :mod:`dataset.task_data` and offers
+Every task model takes a batch from :mod:`engine.task_data` and offers
 
 * ``forward(batch, generator=None) -> TaskOutput`` with ``losses``: the named loss terms
   (as they enter the total, i.e. weighted) and ``total``;

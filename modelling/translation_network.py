@@ -27,9 +27,11 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+from transformers import MBartConfig, MBartForConditionalGeneration
 
 from dataset.gloss_vocabulary import LANGUAGE_TOKENS, GlossVocabulary
 from dataset.text_tokenizer import TextTokenizer, VocabularyTextTokenizer, build_text_tokenizer
+from modelling.published_checkpoints_translation import load_translation_checkpoint
 from utils.config import GlossEmbeddingConfig, TranslationConfig
 from utils.errors import ConfigurationError, DataError
 
@@ -433,12 +435,6 @@ def generation_kwargs(
 # --------------------------------------------------------------------------------------------
 # building from a config
 # --------------------------------------------------------------------------------------------
-def _mbart_classes():
-    from transformers import MBartConfig, MBartForConditionalGeneration
-
-    return MBartConfig, MBartForConditionalGeneration
-
-
 def _apply_overrides(config, overrides: Mapping[str, Any], key: str) -> None:
     for name, value in overrides.items():
         if not hasattr(config, name):
@@ -449,7 +445,6 @@ def _apply_overrides(config, overrides: Mapping[str, Any], key: str) -> None:
 
 def load_mbart_config(model_config: str | Mapping[str, Any]):
     """An ``MBartConfig`` from a config.json / folder path or from inline fields."""
-    MBartConfig, _ = _mbart_classes()
     if isinstance(model_config, Mapping):
         try:
             return MBartConfig(**model_config)
@@ -465,7 +460,6 @@ def load_mbart_config(model_config: str | Mapping[str, Any]):
 
 def build_mbart(cfg: TranslationConfig, text_tokenizer: TextTokenizer) -> nn.Module:
     """The mBART of a ``TranslationNetwork`` config: pretrained (local folder) or random."""
-    _, MBartForConditionalGeneration = _mbart_classes()
     if cfg.pretrained_model_name_or_path is not None:
         path = Path(cfg.pretrained_model_name_or_path)
         if not path.is_dir():
@@ -598,7 +592,5 @@ def build_translation_network(
         gloss_text_ids=shared_ids,
     )
     if load_checkpoint and cfg.load_ckpt is not None:
-        from utils.published_checkpoints_translation import load_translation_checkpoint
-
         load_translation_checkpoint(network, cfg.load_ckpt)
     return network

@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 from dataset.keypoints import count_keypoints  # noqa: E402
 from modelling.recognition_network import build_recognition_network  # noqa: E402
 from utils.config import load_config  # noqa: E402
-from utils.trainer import autocast_context  # noqa: E402
+from utils.distributed import autocast_context  # noqa: E402
 
 DEFAULT_CONFIG = REPO / "experiments" / "configs" / "TwoStream" / "phoenix-2014t_s2g.yaml"
 NO_FILES = [

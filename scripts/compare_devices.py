@@ -24,11 +24,11 @@ from torch.utils.data import DataLoader
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dataset.task_data import build_dataset  # noqa: E402
+from engine.experiment import build_task_model, build_vocabularies  # noqa: E402
+from engine.optimization import build_gradient_clipper, build_optimizer  # noqa: E402
+from engine.task_data import build_dataset  # noqa: E402
 from utils.config import load_config  # noqa: E402
-from utils.experiment import build_task_model, build_vocabularies  # noqa: E402
-from utils.optimization import build_gradient_clipper, build_optimizer  # noqa: E402
-from utils.trainer import move_to_device  # noqa: E402
+from utils.distributed import move_to_device  # noqa: E402
 from utils.training_state import step_generator  # noqa: E402
 
 

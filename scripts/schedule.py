@@ -30,7 +30,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from utils.evaluation import format_table  # noqa: E402
+from engine.evaluation import format_table  # noqa: E402
 
 DATASETS = ("demo", "phoenix-2014", "phoenix-2014t", "csl-daily")
 # The demo run of the README, trimmed to seconds for CI: tiny data, a few steps per stage.

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
+from engine.evaluation import collect_predictions, format_table, score_records
 from utils.config import DecodingConfig, RecognitionDecodingConfig
 from utils.distributed import DistributedContext
 from utils.errors import DataError
-from utils.evaluation import collect_predictions, evaluate_split, format_table, score_records
 from utils.metrics import recognition_wer, translation_scores
 
 CPU = DistributedContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
@@ -206,15 +206,6 @@ def test_collect_predictions_under_bf16_autocast():
     model = EchoModel()
     collect_predictions(model, LOADER[:1], DecodingConfig(), CPU, mixed_precision="bf16")
     assert model.seen[0]["matmul_dtype"] == torch.bfloat16
-
-
-def test_evaluate_split_decodes_and_scores():
-    evaluation = evaluate_split(
-        EchoModel(), LOADER, DecodingConfig(), CPU, "demo", "word", is_translation=False
-    )
-    # the echo hypotheses are lower-cased: every word of the upper-case references is wrong
-    assert evaluation.metrics == pytest.approx({"wer_rgb": 100.0, "wer": 100.0})
-    assert [r["name"] for r in evaluation.samples] == ["a", "b", "c"]
 
 
 # -- the table -----------------------------------------------------------------------------

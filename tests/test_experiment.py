@@ -14,6 +14,15 @@ import torch
 from torch import nn
 
 from dataset.gloss_vocabulary import GlossVocabulary
+from engine.experiment import (
+    SOURCE_VOCABULARY_FILE,
+    TASK_MODELS,
+    TEXT_VOCABULARY_FILE,
+    build_task_model,
+    build_vocabularies,
+    count_parameters,
+    load_model_weights,
+)
 from modelling.sign_language_model import GlossToText
 from tests.translation_helpers import (
     SAMPLES,
@@ -24,15 +33,6 @@ from tests.translation_helpers import (
 from utils.checkpoints import atomic_save
 from utils.config import config_from_dict, load_config
 from utils.errors import CheckpointError
-from utils.experiment import (
-    SOURCE_VOCABULARY_FILE,
-    TASK_MODELS,
-    TEXT_VOCABULARY_FILE,
-    build_task_model,
-    build_vocabularies,
-    count_parameters,
-    load_model_weights,
-)
 
 REPO = Path(__file__).resolve().parents[1]
 G2T = REPO / "experiments" / "configs" / "demo" / "g2t.yaml"

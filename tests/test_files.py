@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dataset.files import read_pickle
 from utils.errors import DataError
+from utils.files import read_pickle
 
 
 def test_reads_plain_and_compressed(tmp_path: Path):

@@ -15,8 +15,18 @@ import pytest
 import torch
 from torch import nn
 
+from engine import inference
+from engine.experiment import build_vocabularies
+from engine.inference import (
+    candidate_decodings,
+    collect_logits,
+    evaluate_loader,
+    predict_splits,
+    split_loader,
+    tune_decoding,
+    write_outputs,
+)
 from tests.translation_helpers import SAMPLES, write_annotations
-from utils import inference
 from utils.config import (
     DecodingConfig,
     TranslationDecodingConfig,
@@ -25,15 +35,6 @@ from utils.config import (
     load_config,
 )
 from utils.distributed import DistributedContext
-from utils.experiment import build_vocabularies
-from utils.inference import (
-    candidate_decodings,
-    collect_logits,
-    predict_splits,
-    split_loader,
-    tune_decoding,
-    write_outputs,
-)
 
 REPO = Path(__file__).resolve().parents[1]
 G2T = REPO / "experiments" / "configs" / "demo" / "g2t.yaml"
@@ -99,6 +100,29 @@ class BeamTranslator(nn.Module):
         else:
             texts = ["nichts passt hier zusammen" for _ in batch["texts"]]
         return {"text": texts}
+
+
+class UpperGlosses(nn.Module):
+    """S2G stand-in: the reference glosses, lower-cased (every upper-case word then differs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.Linear(1, 1)
+
+    def predict(self, batch, decoding: DecodingConfig) -> dict[str, list[str]]:
+        return {"gloss_rgb": [g.lower() for g in batch["glosses"]]}
+
+
+def test_evaluate_loader_decodes_and_scores(tmp_path: Path):
+    batches = [
+        {"names": ["b", "a"], "glosses": ["B C", "A"], "texts": ["", ""]},
+        {"names": ["c"], "glosses": ["c"], "texts": [""]},
+    ]
+    cfg = s2g_config(tmp_path)
+    evaluation = evaluate_loader(UpperGlosses(), batches, cfg, DecodingConfig(), CPU)
+    # 3 of the 4 reference words are upper case, so wrong after lower-casing
+    assert evaluation.metrics == pytest.approx({"wer_rgb": 75.0, "wer": 75.0})
+    assert [r["name"] for r in evaluation.samples] == ["a", "b", "c"]
 
 
 # -- the tuning grid -----------------------------------------------------------------------

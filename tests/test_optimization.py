@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
+from engine.optimization import build_gradient_clipper, build_optimizer, build_scheduler
 from utils.config import OptimizationConfig
 from utils.errors import ConfigurationError
-from utils.optimization import build_gradient_clipper, build_optimizer, build_scheduler
 
 
 def _modules() -> dict[str, nn.Module]:

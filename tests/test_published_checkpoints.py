@@ -10,14 +10,7 @@ import pytest
 import torch
 
 from dataset.keypoints import count_keypoints
-from modelling.recognition_network import RecognitionNetwork, build_recognition_network
-from modelling.visual_head import sinusoid_table
-from tests.published_reference import config_dict, synthetic_inputs
-from tests.test_recognition_network import STREAMS, build, tiny_config
-from utils.checkpoints import load_checkpoint, model_state_of
-from utils.config import config_from_dict
-from utils.errors import CheckpointError
-from utils.published_checkpoints import (
+from modelling.published_checkpoints import (
     RECOGNITION_CONVERTERS,
     convert_published_state_dict,
     convert_recognition_state_dict,
@@ -25,6 +18,13 @@ from utils.published_checkpoints import (
     load_recognition_state_dict,
     to_published_state_dict,
 )
+from modelling.recognition_network import RecognitionNetwork, build_recognition_network
+from modelling.visual_head import sinusoid_table
+from tests.published_reference import config_dict, synthetic_inputs
+from tests.test_recognition_network import STREAMS, build, tiny_config
+from utils.checkpoints import load_checkpoint, model_state_of
+from utils.config import config_from_dict
+from utils.errors import CheckpointError
 
 PREFIX = "recognition_network."
 # layout file -> (model of tests/published_reference.py, gloss vocabulary, layout name)

@@ -14,18 +14,18 @@ import pytest
 import torch
 
 from modelling.ensemble import TranslationEnsemble, build_translation_ensemble
+from modelling.published_checkpoints import RECOGNITION_CONVERTERS, convert_published_state_dict
+from modelling.published_checkpoints_translation import (
+    TRANSLATION_CONVERTERS,
+    load_translation_checkpoint,
+    read_model_state,
+)
 from modelling.translation_network import TranslationNetwork, build_translation_network
 from modelling.vl_mapper import VLMapper
 from tests import translation_helpers as h
 from utils.config import EnsembleConfig, TranslationConfig
 from utils.config_loading import build
 from utils.errors import CheckpointError
-from utils.published_checkpoints import RECOGNITION_CONVERTERS, convert_published_state_dict
-from utils.published_checkpoints_translation import (
-    TRANSLATION_CONVERTERS,
-    load_translation_checkpoint,
-    read_model_state,
-)
 
 REFERENCE = json.loads(
     (Path(__file__).parent / "fixtures" / "published_translation_reference.json").read_text()

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from dataset.keypoints import count_keypoints
+from modelling.published_checkpoints import load_recognition_state_dict, to_published_state_dict
 from modelling.recognition_network import build_recognition_network
 from tests.published_reference import (
     VOCAB_SIZE,
@@ -25,7 +26,6 @@ from tests.published_reference import (
     synthetic_state_dict,
 )
 from utils.config import config_from_dict
-from utils.published_checkpoints import load_recognition_state_dict, to_published_state_dict
 
 REFERENCE = Path(__file__).parent / "fixtures" / "published_s2g_reference.pt"
 LAYOUTS = {

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from modelling.published_checkpoints import load_recognition_state_dict, to_published_state_dict
 from modelling.recognition_network import (
     FUSE_METHODS,
     INPUT_MODES,
@@ -17,7 +18,6 @@ from modelling.recognition_network import (
 )
 from utils.config import Config, config_from_dict
 from utils.errors import CheckpointError, ConfigurationError
-from utils.published_checkpoints import load_recognition_state_dict, to_published_state_dict
 
 VOCAB = 9
 KEYPOINTS = 5

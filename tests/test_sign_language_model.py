@@ -16,8 +16,8 @@ from torch import nn
 
 from dataset.batching import FeatureCollator
 from dataset.gloss_vocabulary import GlossVocabulary
-from dataset.task_data import GlossTextCollator, TextTargets
 from dataset.text_tokenizer import VocabularyTextTokenizer
+from engine.task_data import GlossTextCollator, TextTargets
 from modelling.ctc_decoding import ctc_decode
 from modelling.ensemble import TranslationEnsemble
 from modelling.recognition_network import RecognitionNetwork, build_recognition_network

@@ -9,8 +9,8 @@ import torch
 
 from dataset.gloss_vocabulary import GlossVocabulary
 from dataset.synthetic import generate_demo_dataset
-from dataset.task_data import Vocabularies, build_dataset, build_loader, load_split
 from dataset.text_tokenizer import VocabularyTextTokenizer
+from engine.task_data import Vocabularies, build_dataset, build_loader, load_split
 from utils.config import config_from_dict
 from utils.distributed import DistributedContext
 

@@ -1,6 +1,6 @@
 """Every registered task model, built from a demo config on tiny synthetic data.
 
-One generic test per entry of :data:`utils.experiment.TASK_MODELS`: build through
+One generic test per entry of :data:`engine.experiment.TASK_MODELS`: build through
 ``build_task_model``, a batch through the task's own dataset and collate function, the
 forward losses and output shapes, finite gradients on every trainable parameter,
 prediction, and a forward under bf16 autocast. A task registered without a case in
@@ -20,13 +20,13 @@ import torch
 
 from dataset.annotations import load_annotations
 from dataset.synthetic import DemoPaths, generate_demo_dataset
-from dataset.task_data import Vocabularies, build_dataset
+from engine.experiment import TASK_MODELS, build_task_model, build_vocabularies
+from engine.task_data import Vocabularies, build_dataset
 from modelling.ensemble import build_mbart
 from modelling.sign_language_model import TaskOutput
 from tests.test_translation_network import TINY_MBART
 from tests.translation_helpers import write_published_checkpoint
 from utils.config import Config, load_config
-from utils.experiment import TASK_MODELS, build_task_model, build_vocabularies
 
 DEMO_CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "demo"
 BATCH = 2

@@ -8,12 +8,13 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from dataset.task_data import build_loader
+from engine.evaluation import Evaluation
+from engine.task_data import build_loader
+from engine.trainer import LossWindow, NonFiniteLossError, Trainer
 from utils.checkpoints import load_checkpoint
 from utils.config import config_from_dict
-from utils.distributed import DistributedContext
+from utils.distributed import DistributedContext, move_to_device
 from utils.errors import CheckpointError, ConfigurationError
-from utils.trainer import Evaluation, LossWindow, NonFiniteLossError, Trainer, move_to_device
 
 CPU = DistributedContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
 

@@ -1,4 +1,4 @@
-"""Running as one process or under ``torchrun`` (DDP).
+"""Running as one process or under ``torchrun`` (DDP), and where tensors live.
 
 ``torchrun`` sets RANK, LOCAL_RANK and WORLD_SIZE (and handles multi-node rendezvous);
 we only read them. NCCL is used on GPUs, gloo on CPU.
@@ -6,6 +6,7 @@ we only read them. NCCL is used on GPUs, gloo on CPU.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +39,26 @@ def select_device(preference: str, local_rank: int = 0) -> torch.device:
     if preference == "cpu" or (preference == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     return torch.device("cuda", local_rank)
+
+
+def move_to_device(batch: Any, device: torch.device) -> Any:
+    """Tensors (also inside dicts, lists and named tuples) moved to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: move_to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
+        return type(batch)(*(move_to_device(v, device) for v in batch))
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_to_device(v, device) for v in batch)
+    return batch
+
+
+def autocast_context(mode: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on the model's device when configured, else nothing."""
+    if mode == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def init_distributed(device_preference: str = "auto") -> DistributedContext:

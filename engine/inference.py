@@ -20,11 +20,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from dataset.task_data import Vocabularies, build_dataset, build_loader
+from engine.evaluation import Evaluation, collect_predictions, format_table, score_records
+from engine.task_data import Vocabularies, build_dataset, build_loader
 from utils.config import Config, DecodingConfig, TuningConfig
-from utils.distributed import DistributedContext, gather_objects
-from utils.evaluation import collect_predictions, format_table, score_records
-from utils.trainer import Evaluation, move_to_device
+from utils.distributed import DistributedContext, gather_objects, move_to_device
 
 logger = logging.getLogger(__name__)
 
@@ -90,13 +89,9 @@ def tune_decoding(
         logger.info(
             "dev with %s: %s %.2f", _describe(decoding, cfg), evaluation.primary, evaluation.score
         )
-        if best is None or _better(evaluation, best[1]):
+        if best is None or evaluation.improves_on(best[1].score):
             best = (decoding, evaluation)
     return best
-
-
-def _better(a: Evaluation, b: Evaluation) -> bool:
-    return a.score > b.score if a.higher_is_better else a.score < b.score
 
 
 def _describe(decoding: DecodingConfig, cfg: Config) -> str:

@@ -8,16 +8,14 @@ rate — and an ``evaluate(model, split)`` callable returning an :class:`Evaluat
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -27,12 +25,20 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from engine.evaluation import Evaluation
+from engine.optimization import build_gradient_clipper, build_optimizer, build_scheduler
 from utils.checkpoints import AVERAGED_STATE, CheckpointManager, load_checkpoint
 from utils.config import Config, TrainingConfig, to_dict
-from utils.distributed import DistributedContext, broadcast_object, gather_objects, mean_over_ranks
-from utils.errors import CheckpointError, DataError
+from utils.distributed import (
+    DistributedContext,
+    autocast_context,
+    broadcast_object,
+    gather_objects,
+    mean_over_ranks,
+    move_to_device,
+)
+from utils.errors import CheckpointError
 from utils.logs import ScalarWriter
-from utils.optimization import build_gradient_clipper, build_optimizer, build_scheduler
 from utils.training_state import (
     DataPosition,
     ResumableSampler,
@@ -48,56 +54,7 @@ class NonFiniteLossError(RuntimeError):
     """Too many consecutive steps had a non-finite loss."""
 
 
-@dataclass
-class Evaluation:
-    """Scores of one split: ``metrics`` in percent, the one used for model selection, samples."""
-
-    metrics: dict[str, float]
-    primary: str
-    higher_is_better: bool
-    samples: list[dict] = field(default_factory=list)
-
-    @property
-    def score(self) -> float:
-        """The model-selection metric; model selection and tuning need a labelled split."""
-        if self.primary not in self.metrics:
-            raise DataError(
-                f"no {self.primary} to select by: the split has no reference "
-                f"{'texts' if self.primary.startswith('bleu') else 'glosses'} "
-                "(validation and testing.tuning need a labelled dev split)"
-            )
-        return self.metrics[self.primary]
-
-
-class TaskModel(Protocol):
-    def __call__(
-        self, batch: Mapping[str, Any], generator: torch.Generator | None = None
-    ) -> Any: ...
-
-    def optimizer_modules(self) -> dict[str, nn.Module]: ...
-
-
 EvaluateFn = Callable[[nn.Module, str], Evaluation]
-
-
-def move_to_device(batch: Any, device: torch.device) -> Any:
-    """Tensors (also inside dicts, lists and named tuples) moved to ``device``."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: move_to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
-        return type(batch)(*(move_to_device(v, device) for v in batch))
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(move_to_device(v, device) for v in batch)
-    return batch
-
-
-def autocast_context(mode: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on the model's device when configured, else nothing."""
-    if mode == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 class LossWindow:
@@ -327,11 +284,7 @@ class Trainer:
         self.validated_step = self.global_step
         evaluation = self.evaluate(self.validated_model, "dev")
         self.model.train()
-        improved = self.best_score is None or (
-            evaluation.score > self.best_score
-            if evaluation.higher_is_better
-            else evaluation.score < self.best_score
-        )
+        improved = evaluation.improves_on(self.best_score)
         if improved:
             self.best_score, self.best_step = evaluation.score, self.global_step
         state = self._checkpoint_state()  # collective: every rank contributes its RNG state
@@ -434,10 +387,3 @@ def build_weight_average(model: nn.Module, decay: float | None) -> AveragedModel
     if decay is None:
         return None
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
-
-
-def iterate_heads(metrics: Mapping[str, float], prefix: str) -> Iterator[tuple[str, float]]:
-    """``(head, value)`` for the metrics named ``<prefix><head>``."""
-    for name, value in metrics.items():
-        if name.startswith(prefix):
-            yield name[len(prefix) :], value

@@ -21,9 +21,16 @@ from torch import nn
 
 from dataset.gloss_vocabulary import GlossVocabulary
 from dataset.keypoints import count_keypoints
-from dataset.task_data import Vocabularies, load_split
 from dataset.text_tokenizer import VocabularyTextTokenizer, build_text_tokenizer
+from engine.task_data import Vocabularies, load_split
 from modelling.ensemble import build_translation_ensemble
+from modelling.published_checkpoints import (
+    RECOGNITION_CONVERTERS,
+    convert_published_state_dict,
+    load_recognition_state_dict,
+    state_dict_problems,
+)
+from modelling.published_checkpoints_translation import TRANSLATION_CONVERTERS
 from modelling.recognition_network import build_recognition_network
 from modelling.sign_language_model import EnsembleSignToText, GlossToText, SignToGloss, SignToText
 from modelling.translation_network import build_translation_network
@@ -31,13 +38,6 @@ from modelling.vl_mapper import build_vl_mapper
 from utils.checkpoints import load_checkpoint, model_state_of
 from utils.config import Config, TranslationConfig
 from utils.errors import CheckpointError
-from utils.published_checkpoints import (
-    RECOGNITION_CONVERTERS,
-    convert_published_state_dict,
-    load_recognition_state_dict,
-    state_dict_problems,
-)
-from utils.published_checkpoints_translation import TRANSLATION_CONVERTERS
 
 logger = logging.getLogger(__name__)
 

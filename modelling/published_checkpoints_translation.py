@@ -15,7 +15,7 @@ has ``model`` and ``gloss_embedding``, :class:`~modelling.vl_mapper.VLMapper` ha
 ``mapping``) and transformers 5 keeps the 4.11 MBart keys, so the mapping is a prefix change;
 tied embedding copies that a checkpoint lacks (newer savers drop duplicates) are filled
 from the copy it has. :data:`TRANSLATION_CONVERTERS` plugs into the recognition side's
-``utils.published_checkpoints.convert_published_state_dict`` for whole S2T checkpoints.
+``modelling.published_checkpoints.convert_published_state_dict`` for whole S2T checkpoints.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from types import MappingProxyType
 import torch
 from torch import nn
 
+from modelling.published_checkpoints import state_dict_problems
 from utils.checkpoints import load_checkpoint, model_state_of
 from utils.errors import CheckpointError
-from utils.published_checkpoints import state_dict_problems
 
 TRANSLATION_PREFIX = "translation_network."
 VL_MAPPER_PREFIX = "vl_mapper."

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -24,13 +25,40 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from utils.config import DecodingConfig
-from utils.distributed import DistributedContext, gather_objects
+from utils.distributed import DistributedContext, autocast_context, gather_objects, move_to_device
+from utils.errors import DataError
 from utils.metrics import recognition_wer, translation_scores
-from utils.trainer import Evaluation, autocast_context, move_to_device
 
 logger = logging.getLogger(__name__)
 
 GLOSS_PREFIX = "gloss_"
+
+
+@dataclass
+class Evaluation:
+    """Scores of one split: ``metrics`` in percent, the one used for model selection, samples."""
+
+    metrics: dict[str, float]
+    primary: str
+    higher_is_better: bool
+    samples: list[dict] = field(default_factory=list)
+
+    @property
+    def score(self) -> float:
+        """The model-selection metric; model selection and tuning need a labelled split."""
+        if self.primary not in self.metrics:
+            raise DataError(
+                f"no {self.primary} to select by: the split has no reference "
+                f"{'texts' if self.primary.startswith('bleu') else 'glosses'} "
+                "(validation and testing.tuning need a labelled dev split)"
+            )
+        return self.metrics[self.primary]
+
+    def improves_on(self, best: float | None) -> bool:
+        """Whether this evaluation's score beats ``best`` (None: nothing to beat yet)."""
+        if best is None:
+            return True
+        return self.score > best if self.higher_is_better else self.score < best
 
 
 def collect_predictions(
@@ -99,21 +127,6 @@ def score_records(
             metrics.update(translation_scores(ref_texts, text_hyps, level))
         return Evaluation(metrics, primary="bleu4", higher_is_better=True, samples=records)
     return Evaluation(metrics, primary="wer", higher_is_better=False, samples=records)
-
-
-def evaluate_split(
-    model: nn.Module,
-    loader: DataLoader,
-    decoding: DecodingConfig,
-    ctx: DistributedContext,
-    dataset_name: str,
-    level: str,
-    is_translation: bool,
-    mixed_precision: str = "fp32",
-) -> Evaluation:
-    """Decode ``loader``'s split and score it."""
-    records = collect_predictions(model, loader, decoding, ctx, mixed_precision)
-    return score_records(records, dataset_name, level, is_translation)
 
 
 def format_table(results: Mapping[str, Mapping[str, float]]) -> str:
