@@ -16,9 +16,7 @@ exist is skipped, so an interrupted run continues where it stopped.
 from __future__ import annotations
 
 import argparse
-import gzip
 import logging
-import pickle
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,10 +28,12 @@ from dataset.annotations import Sample
 from engine.experiment import build_task_model, build_vocabularies, load_model_weights
 from engine.inference import split_loader
 from engine.task_data import load_split
-from utils.cli import run_command
-from utils.config import Config, check_files, load_config
+from utils.checkpoints import best_checkpoint
+from utils.cli import add_override_argument, run_command
+from utils.config import Config, check_files, head_input_name, load_config
 from utils.distributed import DistributedContext, barrier, init_distributed, move_to_device
 from utils.errors import ConfigurationError
+from utils.files import atomic_pickle, read_pickle
 from utils.logs import setup_logging
 
 logger = logging.getLogger("extract_feature")
@@ -47,13 +47,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ckpt", help="checkpoint (default: <model_dir>/ckpts/best.ckpt)")
     parser.add_argument("--splits", default="train,dev,test", help="comma-separated")
     parser.add_argument("--output", help="output folder (default: <model_dir>/extract_feature)")
-    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE")
+    add_override_argument(parser)
     return parser.parse_args(argv)
 
 
 def feature_names(cfg: Config) -> list[str]:
     if cfg.task == "S2G":
-        return [f"head_{stream}_input" for stream in cfg.data.input_streams]
+        return [head_input_name(stream) for stream in cfg.data.input_streams]
     if cfg.task == "S2T":
         return ["inputs_embeds"]
     raise ConfigurationError(f"{cfg.task} models have no features to extract (S2G or S2T)")
@@ -68,7 +68,7 @@ def batch_features(
         for stream, features in output.head_inputs.items():
             lengths = output.lengths
             for i, name in enumerate(batch["names"]):
-                yield f"head_{stream}_input", name, features[i, : int(lengths[i])]
+                yield head_input_name(stream), name, features[i, : int(lengths[i])]
     else:
         inputs = model.encoder_inputs(model.recognise(batch, with_labels=False))
         valid = inputs["attention_mask"].sum(1)
@@ -95,10 +95,7 @@ def write_split(
 ) -> None:
     """Write this rank's shard, then (rank 0) merge the shards into ``<feature>/<split>.pkl``."""
     for feature, values in found.items():
-        shard = output / feature / f"{split}.pkl.rank{ctx.rank}"
-        shard.parent.mkdir(parents=True, exist_ok=True)
-        with gzip.open(shard, "wb") as handle:
-            pickle.dump(values, handle)
+        atomic_pickle(values, output / feature / f"{split}.pkl.rank{ctx.rank}", compressed=True)
     barrier()
     if not ctx.is_main:
         return
@@ -107,8 +104,7 @@ def write_split(
         merged: dict[str, torch.Tensor] = {}
         for rank in range(ctx.world_size):
             shard = output / feature / f"{split}.pkl.rank{rank}"
-            with gzip.open(shard, "rb") as handle:
-                merged.update(pickle.load(handle))
+            merged.update(read_pickle(shard, "feature shard", "a dict", dict, compressed=True))
             shard.unlink()
         records = [
             {
@@ -121,11 +117,7 @@ def write_split(
             for n, s in order.items()
             if n in merged
         ]
-        target = output / feature / f"{split}.pkl"
-        tmp = target.with_suffix(".pkl.tmp")
-        with gzip.open(tmp, "wb") as handle:
-            pickle.dump(records, handle)
-        tmp.replace(target)
+        target = atomic_pickle(records, output / feature / f"{split}.pkl", compressed=True)
         logger.info("%s: %d samples -> %s", feature, len(records), target)
 
 
@@ -140,7 +132,7 @@ def run(args: argparse.Namespace) -> None:
     names = feature_names(cfg)
     vocabs = build_vocabularies(cfg, model_dir, save=False)
     model = build_task_model(cfg, vocabs).to(ctx.device)
-    load_model_weights(model, Path(args.ckpt) if args.ckpt else model_dir / "ckpts" / "best.ckpt")
+    load_model_weights(model, Path(args.ckpt) if args.ckpt else best_checkpoint(model_dir))
     for split in splits:
         if all((output / name / f"{split}.pkl").is_file() for name in names):
             logger.info("%s: features exist, skipped", split)

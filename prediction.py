@@ -18,9 +18,11 @@ from pathlib import Path
 
 from engine.experiment import build_task_model, build_vocabularies, load_model_weights
 from engine.inference import predict_splits
-from utils.cli import run_command
+from utils.checkpoints import best_checkpoint
+from utils.cli import add_override_argument, run_command
 from utils.config import check_files, load_config
 from utils.distributed import init_distributed
+from utils.errors import ConfigurationError
 from utils.logs import setup_logging
 
 logger = logging.getLogger("prediction")
@@ -37,12 +39,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--save-logits", action="store_true", help="write <output>/<split>/logits.pt (S2G)"
     )
-    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE")
+    add_override_argument(parser)
     return parser.parse_args(argv)
 
 
 def run(args: argparse.Namespace) -> dict:
     cfg = load_config(args.config, args.override)
+    if args.save_logits and cfg.task != "S2G":
+        raise ConfigurationError(
+            f"--save-logits: writes gloss log-probabilities of sign-to-gloss models; "
+            f"{args.config} is a {cfg.task} config"
+        )
     ctx = init_distributed(cfg.training.device)
     model_dir = Path(cfg.training.model_dir)
     output = Path(args.output) if args.output else model_dir / "prediction"
@@ -52,7 +59,7 @@ def run(args: argparse.Namespace) -> dict:
     vocabs = build_vocabularies(cfg, model_dir, save=False)
     model = build_task_model(cfg, vocabs).to(ctx.device)
     if cfg.task != "S2T_Ensemble":
-        checkpoint = Path(args.ckpt) if args.ckpt else model_dir / "ckpts" / "best.ckpt"
+        checkpoint = Path(args.ckpt) if args.ckpt else best_checkpoint(model_dir)
         load_model_weights(model, checkpoint)
         logger.info("weights from %s", checkpoint)
     return predict_splits(model, cfg, vocabs, ctx, splits, output, save_logits=args.save_logits)

@@ -1,7 +1,7 @@
 """Train one stage from a YAML config.
 
     python training.py --config experiments/configs/TwoStream/phoenix-2014t_video.yaml
-    torchrun --nproc_per_node 8 training.py --config ... [--override training.batch_size=2] [--resume]
+    torchrun --nproc_per_node 8 training.py --config ... [--override training.batch_size=2 training.total_epoch=1] [--resume]
 
 At the end the best checkpoint (by dev WER or BLEU-4) is evaluated on dev and test; the
 table is printed and written to ``<model_dir>/results.json``.
@@ -26,7 +26,8 @@ from engine.experiment import (
 from engine.inference import evaluate_loader, predict_splits, split_loader
 from engine.task_data import build_dataset, build_loader
 from engine.trainer import Trainer
-from utils.cli import run_command
+from utils.checkpoints import CHECKPOINT_FOLDER
+from utils.cli import add_override_argument, run_command
 from utils.config import Config, check_files, dump_config, load_config
 from utils.distributed import DistributedContext, barrier, init_distributed
 from utils.errors import ConfigurationError
@@ -41,13 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--config", required=True, help="experiment YAML")
-    parser.add_argument(
-        "--override",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="e.g. training.batch_size=2",
-    )
+    add_override_argument(parser)
     parser.add_argument(
         "--resume", action="store_true", help="continue from the newest checkpoint in model_dir"
     )
@@ -57,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def prepare_model_dir(cfg: Config, resume: bool, source: str, ctx: DistributedContext) -> Path:
     """The run folder; an existing run is only continued (--resume) or replaced (overwrite)."""
     model_dir = Path(cfg.training.model_dir)
-    has_checkpoints = any((model_dir / "ckpts").glob("*.ckpt"))
+    has_checkpoints = any((model_dir / CHECKPOINT_FOLDER).glob("*.ckpt"))
     if has_checkpoints and not resume:
         if not cfg.training.overwrite:
             raise ConfigurationError(
@@ -65,7 +60,7 @@ def prepare_model_dir(cfg: Config, resume: bool, source: str, ctx: DistributedCo
                 "continue with --resume or set training.overwrite: true to start again"
             )
         if ctx.is_main:
-            shutil.rmtree(model_dir / "ckpts")
+            shutil.rmtree(model_dir / CHECKPOINT_FOLDER)
             shutil.rmtree(model_dir / "tensorboard", ignore_errors=True)
     barrier()
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -89,6 +84,12 @@ def build_model(cfg: Config, model_dir: Path, ctx: DistributedContext):
 
 def run(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, args.override)
+    if cfg.task == "S2T_Ensemble":
+        raise ConfigurationError(
+            f"{args.config}: task: S2T_Ensemble is not trained: it decodes trained S2T networks "
+            f"together. Train each member with task S2T, then run "
+            f"python prediction.py --config {args.config}"
+        )
     ctx = init_distributed(cfg.training.device)
     resume = args.resume or cfg.training.from_ckpt
     model_dir = prepare_model_dir(cfg, resume, args.config, ctx)

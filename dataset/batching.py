@@ -7,7 +7,6 @@
   (a quarter of the host-to-device traffic of float frames).
 * :class:`FeatureDataset` yields precomputed per-sample features (the sign-to-text stage);
   :class:`FeatureCollator` zero-pads them.
-* :func:`build_dataloader` wraps either in a DataLoader with the right sampler.
 
 Batch layouts (B samples, T the longest clip in the batch):
 
@@ -28,20 +27,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.utils.data import (
-    DataLoader,
     Dataset,
-    DistributedSampler,
-    RandomSampler,
-    Sampler,
-    SequentialSampler,
 )
 
 from dataset.annotations import Sample
@@ -273,7 +266,7 @@ FeatureSource = str | Path | Sequence[str | Path]
 
 
 class FeatureDataset(_EpochMixin, Dataset):
-    """Samples with precomputed features, e.g. ``head_rgb_input`` / ``head_keypoint_input``.
+    """Samples with precomputed features, e.g. the head inputs of the streams (S2T).
 
     Args:
         samples: the split's annotations.
@@ -370,47 +363,3 @@ class FeatureCollator:
         if self.vocabulary is not None:
             batch["gloss_labels"], batch["gloss_lengths"] = self.vocabulary.encode(glosses)
         return batch
-
-
-# -- DataLoader ----------------------------------------------------------------------------
-
-
-def build_dataloader(
-    dataset: Dataset,
-    batch_size: int,
-    *,
-    shuffle: bool,
-    num_workers: int = 0,
-    seed: int = 0,
-    drop_last: bool = False,
-    collate_fn: Callable[[Sequence[Any]], Any] | None = None,
-) -> tuple[DataLoader, Sampler]:
-    """A DataLoader over ``dataset`` and its sampler.
-
-    Uses a :class:`DistributedSampler` when ``torch.distributed`` is initialised, else a
-    seeded :class:`RandomSampler` (``shuffle``) or a :class:`SequentialSampler`. Call
-    ``sampler.set_epoch(e)`` (distributed) and ``dataset.set_epoch(e)`` before each epoch.
-    Workers persist across epochs; memory is pinned when CUDA is available.
-
-    Returns:
-        (loader, sampler)
-    """
-    sampler: Sampler
-    if dist.is_available() and dist.is_initialized():
-        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
-    elif shuffle:
-        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
-    else:
-        sampler = SequentialSampler(dataset)
-    collate = collate_fn if collate_fn is not None else getattr(dataset, "collate_fn", None)
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=num_workers,
-        collate_fn=collate,
-        pin_memory=torch.cuda.is_available(),
-        persistent_workers=num_workers > 0,
-        drop_last=drop_last,
-    )
-    return loader, sampler

@@ -26,11 +26,17 @@ from utils.files import read_pickle
 BLANK_ID = 0
 """The CTC blank id: the vocabulary's silence token (``<s>`` or ``<si>``) must have it."""
 
+SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>")
+"""mBART's first four tokens, ids 0..3: the specials of every vocabulary built here."""
 SILENCE_TOKENS = ("<s>", "<si>")
-PAD_TOKEN = "<pad>"
-EOS_TOKEN = "</s>"
-UNK_TOKEN = "<unk>"
-LANGUAGE_TOKENS = ("zh_CN", "de_DE", "zh_CSL", "de_DGS")
+PAD_TOKEN, EOS_TOKEN, UNK_TOKEN = SPECIAL_TOKENS[1:]
+MASK_TOKEN = "<mask>"
+MBART_LANGUAGES = ("zh_CN", "de_DE")
+SIGN_LANGUAGE_ALIASES = {"zh_CSL": "zh_CN", "de_DGS": "de_DE"}
+"""Sign-language tokens of the gloss vocabularies -> the mBART language code they stand in for."""
+LANGUAGE_TOKENS = (*MBART_LANGUAGES, *SIGN_LANGUAGE_ALIASES)
+TWOSTREAM_SPECIALS = (*SPECIAL_TOKENS, MASK_TOKEN, *LANGUAGE_TOKENS)
+"""The specials a TwoStream-style gloss vocabulary starts with, in id order."""
 
 
 class GlossVocabulary:
@@ -82,7 +88,7 @@ class GlossVocabulary:
             for word in line.split():
                 word = word.lower() if lower_case else word
                 counts[word] = counts.get(word, 0) + 1
-        specials = [SILENCE_TOKENS[0], PAD_TOKEN, EOS_TOKEN, UNK_TOKEN, "<mask>", *languages]
+        specials = [*SPECIAL_TOKENS, MASK_TOKEN, *languages]
         words = sorted((w for w in counts if w not in specials), key=lambda w: (-counts[w], w))
         mapping = {token: i for i, token in enumerate([*specials, *words])}
         return cls(

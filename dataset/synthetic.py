@@ -32,9 +32,9 @@ import io
 import json
 import logging
 import math
-import os
 import pickle
 import zipfile
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,7 +44,9 @@ import cv2
 import numpy as np
 import torch
 
+from dataset.gloss_vocabulary import TWOSTREAM_SPECIALS
 from utils.errors import ConfigurationError
+from utils.files import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +55,6 @@ NUM_POINTS = 133
 LEFT_HAND = slice(91, 112)
 RIGHT_HAND = slice(112, 133)
 FACE = slice(23, 91)
-SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>", "zh_CN", "de_DE", "zh_CSL", "de_DGS")
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps keep the zip byte-identical
 PICKLE_PROTOCOL = 4
 
@@ -478,24 +479,24 @@ def encode_png_frames(frames: np.ndarray) -> list[bytes]:
 # ------------------------------------------------------------------ files
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temporary file so a reader never sees a half-written file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 class _StablePickler(pickle.Pickler):
-    """Pickles empty float tensors as ``torch.zeros(shape)``.
+    """Pickles empty float tensors the way torch does, but byte-identically from run to run.
 
-    torch's own reduction names a tensor's storage by its memory address, which would
-    make otherwise identical files differ from run to run. Plain ``pickle.load`` still
-    returns a real (empty) tensor.
+    torch's own reduction of a tensor differs between processes; this one rebuilds the
+    tensor from a fixed serialised empty storage with the functions torch's reduction uses
+    (``torch._utils._rebuild_tensor_v2``, ``torch.storage._load_from_bytes``), so the
+    files read like the published ones, also by the safe reader of :mod:`utils.files`.
     """
 
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, torch.Tensor) and obj.numel() == 0 and obj.dtype == torch.float32:
-            return torch.zeros, (tuple(obj.shape),)
+            storage = torch.storage.TypedStorage(0, dtype=torch.float32, _internal=True)
+            args = (storage, 0, tuple(obj.shape), obj.stride(), False, OrderedDict())
+            return torch._utils._rebuild_tensor_v2, args
+        if isinstance(obj, torch.storage.TypedStorage) and obj._size() == 0:
+            buffer = io.BytesIO()
+            torch.save(obj, buffer)
+            return torch.storage._load_from_bytes, (buffer.getvalue(),)
         return NotImplemented
 
 
@@ -521,7 +522,7 @@ def _annotation(plan: SamplePlan, signer_names: Sequence[str]) -> dict:
 
 
 def _gloss_to_ids(config: SyntheticConfig) -> dict[str, int]:
-    tokens = [*SPECIAL_TOKENS, *(s.gloss.lower() for s in GLOSS_SIGNS[: config.vocab_size])]
+    tokens = [*TWOSTREAM_SPECIALS, *(s.gloss.lower() for s in GLOSS_SIGNS[: config.vocab_size])]
     return {token: index for index, token in enumerate(tokens)}
 
 
@@ -566,12 +567,14 @@ def generate_demo_dataset(out_dir: str | Path, seed: int = 0, **options: Any) ->
                     member = zipfile.ZipInfo(f"images/{plan.name}/images{t + 1:04d}.png", ZIP_DATE)
                     archive.writestr(member, png)
             records = [_annotation(plan, signer_names) for plan in plans]
-            _atomic_write(paths.annotations[split], _gzip_pickle(records))
+            atomic_write_bytes(paths.annotations[split], _gzip_pickle(records))
             logger.info("%s: %d samples", split, len(records))
-    _atomic_write(paths.frames_zip, zip_buffer.getvalue())
-    _atomic_write(paths.keypoints, pickle.dumps(all_keypoints, protocol=PICKLE_PROTOCOL))
-    _atomic_write(paths.gloss2ids, pickle.dumps(_gloss_to_ids(config), protocol=PICKLE_PROTOCOL))
-    _atomic_write(paths.info, json.dumps(_info(config, seed), indent=1).encode())
+    atomic_write_bytes(paths.frames_zip, zip_buffer.getvalue())
+    atomic_write_bytes(paths.keypoints, pickle.dumps(all_keypoints, protocol=PICKLE_PROTOCOL))
+    atomic_write_bytes(
+        paths.gloss2ids, pickle.dumps(_gloss_to_ids(config), protocol=PICKLE_PROTOCOL)
+    )
+    atomic_write_bytes(paths.info, json.dumps(_info(config, seed), indent=1).encode())
     logger.info("synthetic dataset written to %s", paths.root)
     return paths
 

@@ -27,14 +27,13 @@ from typing import Literal, Protocol
 
 import torch
 
+from dataset.gloss_vocabulary import SPECIAL_TOKENS
 from utils.config import TextTokenizerConfig
 from utils.errors import ConfigurationError, DataError
-from utils.files import read_pickle
+from utils.files import atomic_write_bytes, read_pickle
 
 logger = logging.getLogger(__name__)
 
-SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>")
-"""Specials of the word/char vocabularies, in id order (the mBART convention: 0, 1, 2, 3)."""
 
 SENTENCEPIECE_FILE = "sentencepiece.bpe.model"
 TOKENIZER_JSON = "tokenizer.json"
@@ -335,7 +334,7 @@ class VocabularyTextTokenizer:
 
     def save(self, path: str | Path) -> None:
         data = {"level": self.level, "tokens": self.id_to_token}
-        Path(path).write_text(json.dumps(data, ensure_ascii=False, indent=0), encoding="utf-8")
+        atomic_write_bytes(path, json.dumps(data, ensure_ascii=False, indent=0).encode("utf-8"))
 
     @property
     def vocab_size(self) -> int:

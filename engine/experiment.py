@@ -12,7 +12,6 @@ prediction read them from there.
 from __future__ import annotations
 
 import logging
-import pickle
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from modelling.vl_mapper import build_vl_mapper
 from utils.checkpoints import load_checkpoint, model_state_of
 from utils.config import Config, TranslationConfig
 from utils.errors import CheckpointError
+from utils.files import atomic_pickle
 
 logger = logging.getLogger(__name__)
 
@@ -105,8 +105,7 @@ def _source_vocabulary(
     )
     if save:
         model_dir.mkdir(parents=True, exist_ok=True)
-        with open(saved, "wb") as handle:
-            pickle.dump(vocabulary.to_dict(), handle)
+        atomic_pickle(vocabulary.to_dict(), saved)
         logger.info(
             "gloss vocabulary (%d glosses) built from train, saved to %s", len(vocabulary), saved
         )

@@ -8,6 +8,7 @@ annealing stepped once per epoch.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
 
 import torch
 from torch import nn
@@ -17,11 +18,23 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, LRScheduler
 from utils.config import OptimizationConfig
 from utils.errors import ConfigurationError
 
-OPTIMIZERS: dict[str, type[Optimizer]] = {
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "sgd": torch.optim.SGD,
-}
+
+def _adam_options(cfg: OptimizationConfig) -> dict:
+    return {"betas": cfg.betas, "eps": cfg.eps, "amsgrad": cfg.amsgrad}
+
+
+OPTIMIZERS: Mapping[str, tuple[type[Optimizer], Callable[[OptimizationConfig], dict]]] = (
+    MappingProxyType(
+        {
+            "adam": (torch.optim.Adam, _adam_options),
+            "adamw": (torch.optim.AdamW, _adam_options),
+            "sgd": (torch.optim.SGD, lambda cfg: {}),
+        }
+    )
+)
+"""``training.optimization.optimizer`` (lower-cased) -> (optimiser class, its options).
+
+The names are :data:`utils.config.OPTIMIZER_NAMES`, which the config check accepts."""
 
 
 def parameter_groups(cfg: OptimizationConfig, modules: Mapping[str, nn.Module]) -> list[dict]:
@@ -68,23 +81,18 @@ def _submodule(modules: Mapping[str, nn.Module], dotted: str) -> nn.Module:
 
 def build_optimizer(cfg: OptimizationConfig, modules: Mapping[str, nn.Module]) -> Optimizer:
     """The configured optimiser over the trainable parameters of ``modules``."""
-    kind = cfg.optimizer.lower()
+    optimizer_class, extra_options = OPTIMIZERS[cfg.optimizer.lower()]
     groups = parameter_groups(cfg, modules)
-    default = cfg.learning_rate["default"]
-    if kind == "sgd":
-        return torch.optim.SGD(groups, lr=default, weight_decay=cfg.weight_decay)
     options = {
-        "lr": default,
-        "betas": cfg.betas,
-        "eps": cfg.eps,
+        "lr": cfg.learning_rate["default"],
         "weight_decay": cfg.weight_decay,
-        "amsgrad": cfg.amsgrad,
+        **extra_options(cfg),
     }
     try:
         # the fused kernel updates all parameters at once (CPU too): faster, same update rule
-        return OPTIMIZERS[kind](groups, fused=True, **options)
+        return optimizer_class(groups, fused=True, **options)
     except (RuntimeError, TypeError, ValueError):
-        return OPTIMIZERS[kind](groups, **options)
+        return optimizer_class(groups, **options)
 
 
 def build_scheduler(cfg: OptimizationConfig, optimizer: Optimizer) -> LRScheduler:

@@ -5,7 +5,7 @@ Which dataset a task reads:
 =============  ==============================================================
 S2G            frames and/or keypoints (:class:`dataset.batching.SignDataset`)
 G2T            gloss and text strings (:class:`GlossTextDataset`)
-S2T            extracted head inputs per stream (``head_<stream>_input``)
+S2T            extracted head inputs per stream (``head_<stream>_input`` files, keyed by stream)
 S2T_Ensemble   one ``inputs_embeds`` file per ensembled network
 =============  ==============================================================
 
@@ -29,7 +29,7 @@ from dataset.frames import build_frame_reader, default_layout
 from dataset.gloss_vocabulary import GlossVocabulary
 from dataset.keypoints import load_keypoints
 from dataset.text_tokenizer import TextTokenizer
-from utils.config import Config
+from utils.config import Config, head_input_name
 from utils.distributed import DistributedContext
 from utils.errors import ConfigurationError
 from utils.training_state import ResumableSampler
@@ -167,13 +167,12 @@ def _gloss_text_dataset(cfg: Config, split: str, vocabs: Vocabularies, is_train:
 
 def _feature_dataset(cfg: Config, split: str, vocabs: Vocabularies, is_train: bool) -> Dataset:
     features = {
-        f"head_{stream}_input": cfg.data.feature_file(split, f"head_{stream}_input")
-        for stream in cfg.data.input_streams
+        stream: cfg.data.head_input_file(split, stream) for stream in cfg.data.input_streams
     }
-    missing = [name for name, path in features.items() if path is None]
+    missing = [stream for stream, path in features.items() if path is None]
     if missing:
         raise ConfigurationError(
-            f"data.{split}_{missing[0]}: required for task S2T on split {split!r}"
+            f"data.{split}_{head_input_name(missing[0])}: required for task S2T on split {split!r}"
         )
     return FeatureDataset(
         load_split(cfg, split),
@@ -185,7 +184,7 @@ def _feature_dataset(cfg: Config, split: str, vocabs: Vocabularies, is_train: bo
 
 
 def _ensemble_dataset(cfg: Config, split: str, vocabs: Vocabularies, is_train: bool) -> Dataset:
-    files = cfg.data.feature_file(split, "inputs_embeds")
+    files = cfg.data.inputs_embeds_files(split)
     if not files:
         raise ConfigurationError(
             f"data.{split}_inputs_embeds: required for task S2T_Ensemble on split {split!r}"

@@ -27,7 +27,12 @@ from tqdm import tqdm
 
 from engine.evaluation import Evaluation
 from engine.optimization import build_gradient_clipper, build_optimizer, build_scheduler
-from utils.checkpoints import AVERAGED_STATE, CheckpointManager, load_checkpoint
+from utils.checkpoints import (
+    AVERAGED_STATE,
+    CHECKPOINT_FOLDER,
+    CheckpointManager,
+    load_checkpoint,
+)
 from utils.config import Config, TrainingConfig, to_dict
 from utils.distributed import (
     DistributedContext,
@@ -105,7 +110,9 @@ class Trainer:
         self.trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.network = self._wrap_ddp(model, find_unused_parameters)
         self.averaged = build_weight_average(model, self.tcfg.ema_decay)
-        self.checkpoints = CheckpointManager(model_dir / "ckpts", self.tcfg.keep_last_ckpts)
+        self.checkpoints = CheckpointManager(
+            model_dir / CHECKPOINT_FOLDER, self.tcfg.keep_last_ckpts
+        )
         self.writer = ScalarWriter(model_dir / "tensorboard" if ctx.is_main else None)
         self.position = DataPosition()
         self.global_step = 0

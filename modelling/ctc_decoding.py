@@ -16,7 +16,8 @@ from itertools import groupby
 import numpy as np
 import torch
 
-BLANK = 0
+from dataset.gloss_vocabulary import BLANK_ID
+
 NEG_INF = -np.inf
 
 
@@ -55,7 +56,7 @@ def ctc_greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[li
     best = log_probs.detach().argmax(-1).cpu().numpy()
     steps = lengths.detach().cpu().tolist()
     return [
-        [label for label in merge_repeats(best[b, : int(steps[b])].tolist()) if label != BLANK]
+        [label for label in merge_repeats(best[b, : int(steps[b])].tolist()) if label != BLANK_ID]
         for b in range(best.shape[0])
     ]
 
@@ -103,7 +104,7 @@ def _step(
     extend = np.where(np.arange(step.size) == last[:, None], blank_end[:, None], old_total[:, None])
     extend = extend + step[None, :]
     # same prefix: a blank, or a repeat of the last label, plus the parent's extension
-    new_blank = old_total + step[BLANK]
+    new_blank = old_total + step[BLANK_ID]
     new_label = np.where(last >= 0, label_end + step[np.maximum(last, 0)], NEG_INF)
     index = {prefix: i for i, prefix in enumerate(prefixes)}
     existing_child: dict[tuple[int, int], int] = {}
@@ -134,7 +135,7 @@ def _extend(
     heap: _Heap, parent: int, scores: np.ndarray, existing_child: dict[tuple[int, int], int]
 ) -> None:
     """Offer ``parent``'s extensions to the heap in label order (as TensorFlow does)."""
-    label = BLANK + 1
+    label = BLANK_ID + 1
     while label < scores.size and not heap.full:  # room left: every extension gets in
         _offer(heap, parent, label, scores[label], existing_child)
         label += 1

@@ -34,16 +34,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from dataset.augmentation import SpatialAugmentation, augment_batch
+from dataset.gloss_vocabulary import BLANK_ID
 from dataset.heatmaps import render_heatmaps
-from modelling.ctc_decoding import BLANK, ctc_decode
+from modelling.ctc_decoding import ctc_decode
 from modelling.lateral_fusion import LateralConnection
-from modelling.published_checkpoints import recognition_state_dict
+from modelling.published_checkpoints import recognition_state_dict, state_dict_problems
 from modelling.s3d_stream import BLOCK_CHANNELS, BLOCK_TIME_STRIDES, S3DStream
 from modelling.two_stream import FeatureLevel, StreamBackbone, length_mask
 from modelling.visual_head import GlossHeadOutput, VisualHead
 from utils.checkpoints import load_checkpoint, model_state_of
 from utils.config import (
-    GLOSS_FEATURE_PATTERN,
+    DistillationTerm,
+    GlossFeatureChoice,
     HeatmapConfig,
     RecognitionConfig,
     S3DConfig,
@@ -182,7 +184,7 @@ class RecognitionNetwork(nn.Module):
         backbone: the S3D streams (video mode); ``None`` in feature mode.
         preprocessor: raw batch -> S3D inputs (video mode).
         ensembles: ensemble name -> heads whose probabilities are summed.
-        distillation: ``<teacher>_teaches_<student>`` -> weight.
+        distillation: the self-distillation terms (teacher, student, weight).
         teacher_detach: stop gradients through the distillation teachers (published: yes).
         gloss_feature: (head, 'feature' | 'probabilities') passed on to translation.
     """
@@ -196,7 +198,7 @@ class RecognitionNetwork(nn.Module):
         backbone: StreamBackbone | None = None,
         preprocessor: VideoPreprocessor | None = None,
         ensembles: Mapping[str, Sequence[str]] | None = None,
-        distillation: Mapping[str, float] | None = None,
+        distillation: Sequence[DistillationTerm] = (),
         teacher_detach: bool = True,
         gloss_feature: tuple[str, str] = (SINGLE_HEAD, "feature"),
     ) -> None:
@@ -209,7 +211,7 @@ class RecognitionNetwork(nn.Module):
         self.heads = nn.ModuleDict(heads)
         self.head_specs = tuple(head_specs)
         self.ensembles = {name: tuple(members) for name, members in (ensembles or {}).items()}
-        self.distillation = dict(distillation or {})
+        self.distillation = tuple(distillation)
         self.teacher_detach = teacher_detach
         self.gloss_feature_source = gloss_feature
         self.frozen = False
@@ -341,14 +343,14 @@ class RecognitionNetwork(nn.Module):
             name = f"ctc_{spec.name}"
             losses[name] = ctc_loss(heads[spec.name], gloss_labels, gloss_lengths)
             weights[name] = spec.loss_weight
-        for name, weight in self.distillation.items():
-            teacher, students = _distillation_heads(name, self.head_specs)
+        for term in self.distillation:
+            teacher, students = _distillation_heads(term, self.head_specs)
             target = heads[teacher].probs
             if self.teacher_detach:
                 target = target.detach()
             terms = [F.kl_div(heads[s].log_probs, target, reduction="batchmean") for s in students]
-            losses[name] = torch.stack(terms).sum() if terms else target.new_zeros(())
-            weights[name] = weight
+            losses[term.name] = torch.stack(terms).sum() if terms else target.new_zeros(())
+            weights[term.name] = term.weight
         return losses, weights
 
     def _select_gloss_feature(self, heads: Mapping[str, GlossHeadOutput]) -> torch.Tensor:
@@ -444,13 +446,7 @@ def _select_part(
             raise CheckpointError(f"{source}: no weights under {source_prefix!r}")
         logger.info("%s: no %s*; %s* left at initialisation", source, source_prefix, target_prefix)
         return {}
-    problems = [f"missing: {source_prefix}{k}" for k in wanted if k not in given]
-    problems += [f"unexpected: {source_prefix}{k}" for k in given if k not in wanted]
-    problems += [
-        f"shape {tuple(given[k].shape)} != {tuple(v.shape)}: {source_prefix}{k}"
-        for k, v in wanted.items()
-        if k in given and given[k].shape != v.shape
-    ]
+    problems = state_dict_problems(wanted, given, describe=lambda k: source_prefix + k)
     if problems:
         raise CheckpointError(
             f"{source}: cannot initialise {target_prefix}*:\n" + "\n".join(problems)
@@ -467,24 +463,24 @@ def ctc_loss(
         gloss_labels,
         head.lengths,
         gloss_lengths,
-        blank=BLANK,
+        blank=BLANK_ID,
         reduction="sum",
         zero_infinity=True,
     )
     return loss / head.log_probs.shape[0]
 
 
-def _distillation_heads(name: str, specs: Sequence[HeadSpec]) -> tuple[str, list[str]]:
-    teacher, _, student = name.partition("_teaches_")
-    if student == AUX_STUDENTS:
+def _distillation_heads(term: DistillationTerm, specs: Sequence[HeadSpec]) -> tuple[str, list[str]]:
+    """The teacher's head name and the students' head names of a term."""
+    if term.student == AUX_STUDENTS:
         students = [s.name for s in specs if s.level != -1]
     else:
-        students = [student]
-    return TEACHER_HEADS[teacher], students
+        students = [term.student]
+    return TEACHER_HEADS[term.teacher], students
 
 
 def _check_distillation(
-    distillation: Mapping[str, float],
+    distillation: Sequence[DistillationTerm],
     specs: Sequence[HeadSpec],
     ensembles: Mapping[str, Sequence[str]],
 ) -> None:
@@ -492,23 +488,17 @@ def _check_distillation(
     strides = {spec.name: spec.time_stride for spec in specs}
     for name, members in ensembles.items():
         strides[name] = strides[members[0]]
-    for name in distillation:
-        teacher, sep, student = name.partition("_teaches_")
-        if not sep or teacher not in TEACHER_HEADS:
-            raise ConfigurationError(
-                f"{CFG}.cross_distillation.types.{name}: expected <teacher>_teaches_<student>, "
-                f"teachers: {', '.join(TEACHER_HEADS)}"
-            )
-        teacher_head, students = _distillation_heads(name, specs)
+    for term in distillation:
+        teacher_head, students = _distillation_heads(term, specs)
         for head in (teacher_head, *students):
             if head not in strides:
                 raise ConfigurationError(
-                    f"{CFG}.cross_distillation.types.{name}: this network has no {head!r} head "
-                    f"(heads: {', '.join(strides)})"
+                    f"{CFG}.cross_distillation.types.{term.name}: this network has no {head!r} "
+                    f"head (heads: {', '.join(strides)})"
                 )
             if strides[head] != strides[teacher_head]:
                 raise ConfigurationError(
-                    f"{CFG}.cross_distillation.types.{name}: {head!r} and {teacher_head!r} "
+                    f"{CFG}.cross_distillation.types.{term.name}: {head!r} and {teacher_head!r} "
                     "predict at different time resolutions"
                 )
 
@@ -575,7 +565,7 @@ def build_recognition_network(
         backbone=backbone,
         preprocessor=_build_preprocessor(cfg, streams, transform) if video else None,
         ensembles=_ensembles(streams, specs),
-        distillation=cfg.cross_distillation.weights if cfg.cross_distillation else None,
+        distillation=cfg.cross_distillation.terms if cfg.cross_distillation else (),
         teacher_detach=cfg.cross_distillation.teacher_detach if cfg.cross_distillation else True,
         gloss_feature=_gloss_feature_source(cfg, streams),
     )
@@ -748,20 +738,16 @@ def _ensembles(streams: Sequence[str], specs: Sequence[HeadSpec]) -> dict[str, t
 
 
 def _gloss_feature_source(cfg: RecognitionConfig, streams: Sequence[str]) -> tuple[str, str]:
-    default = "gloss_feature" if len(streams) == 1 else f"{FUSE_HEAD}_gloss_feature"
-    name = cfg.gloss_feature_ensemble or default
-    match = GLOSS_FEATURE_PATTERN.match(name)
-    if match is None:
-        raise ConfigurationError(f"{CFG}.gloss_feature_ensemble: unexpected value {name!r}")
-    prefix, kind = match.group(1), match.group(2)
+    """(head name, 'feature' | 'probabilities') that S2T translates (default: the main head)."""
+    choice = cfg.gloss_feature or GlossFeatureChoice(None, "feature")
     if len(streams) == 1:
-        if prefix not in (None, streams[0]):
+        if choice.head not in (None, streams[0]):
             raise ConfigurationError(
-                f"{CFG}.gloss_feature_ensemble: {name!r} names a head this {streams[0]}-only "
-                "network does not have"
+                f"{CFG}.gloss_feature_ensemble: {cfg.gloss_feature_ensemble!r} names a head this "
+                f"{streams[0]}-only network does not have"
             )
-        return SINGLE_HEAD, kind
-    return prefix or FUSE_HEAD, kind
+        return SINGLE_HEAD, choice.kind
+    return choice.head or FUSE_HEAD, choice.kind
 
 
 def _build_preprocessor(

@@ -32,13 +32,13 @@ from torch.utils.checkpoint import checkpoint
 from torchvision.models.video import S3D
 
 from utils.errors import CheckpointError
+from utils.files import load_torch_file
 
 logger = logging.getLogger(__name__)
 
 BLOCK_END_INDICES = (0, 3, 6, 12)
 BLOCK_CHANNELS = (64, 192, 480, 832)
 BLOCK_TIME_STRIDES = (2, 2, 2, 4)
-BLOCK_SPACE_STRIDES = (2, 4, 8, 16)
 RGB_CHANNELS = 3
 FIRST_CONV = "features.0.0.0.weight"
 TORCHVISION_PREFIX = "features."
@@ -264,10 +264,7 @@ def load_published_s3d(stream: S3DStream, path: str | Path) -> None:
     or mis-shaped weight is a :class:`CheckpointError` naming the keys.
     """
     file = find_s3d_checkpoint(path)
-    try:
-        raw = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for corrupt files
-        raise CheckpointError(f"{file}: cannot read S3D checkpoint ({error})") from error
+    raw = load_torch_file(file, "S3D checkpoint")
     if not isinstance(raw, Mapping):
         raise CheckpointError(f"{file}: expected a dict, got {type(raw).__name__}")
     weights = {f"features.{k}": v for k, v in published_s3d_weights(raw, str(file)).items()}

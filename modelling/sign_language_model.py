@@ -177,10 +177,8 @@ class SignToText(nn.Module):
         self.translation_weight = translation_weight
 
     def recognise(self, batch: Batch, with_labels: bool) -> RecognitionOutput:
-        features = batch["features"]
-        head_inputs = {
-            name[len("head_") : -len("_input")]: padded.values for name, padded in features.items()
-        }
+        features = batch["features"]  # stream -> PaddedFeatures
+        head_inputs = {stream: padded.values for stream, padded in features.items()}
         lengths = next(iter(features.values())).lengths
         return self.recognition_network(
             lengths,

@@ -34,6 +34,7 @@ from dataset.text_tokenizer import TextTokenizer, VocabularyTextTokenizer, build
 from modelling.published_checkpoints_translation import load_translation_checkpoint
 from utils.config import GlossEmbeddingConfig, TranslationConfig
 from utils.errors import ConfigurationError, DataError
+from utils.files import load_torch_file
 
 logger = logging.getLogger(__name__)
 
@@ -81,13 +82,7 @@ class LabelSmoothedCrossEntropy(nn.Module):
 # --------------------------------------------------------------------------------------------
 def load_gloss_vectors(path: str | Path) -> dict[str, torch.Tensor]:
     """Read ``gloss_embeddings.bin``: a torch-saved ``dict`` gloss -> vector (D,)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"gloss embedding file {path} does not exist")
-    try:
-        vectors = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for corrupt files
-        raise DataError(f"cannot read gloss embedding file {path}: {error}") from error
+    vectors = load_torch_file(path, "gloss embedding", DataError)
     if not isinstance(vectors, Mapping) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) and v.dim() == 1
         for k, v in vectors.items()
@@ -473,8 +468,13 @@ def build_mbart(cfg: TranslationConfig, text_tokenizer: TextTokenizer) -> nn.Mod
             model = MBartForConditionalGeneration(config)
         else:
             logger.info("mBART from %s", path)
+            # weights from model.safetensors where present; a pytorch_model.bin is read by
+            # transformers with torch.load(weights_only=True)
             model = MBartForConditionalGeneration.from_pretrained(
-                str(path), config=config, local_files_only=True
+                str(path),
+                config=config,
+                local_files_only=True,
+                use_safetensors=True if (path / "model.safetensors").is_file() else None,
             )
     else:
         config = load_mbart_config(cfg.model_config)

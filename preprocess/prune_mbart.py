@@ -26,17 +26,24 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import pickle
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file as load_safetensors
 
 from dataset.annotations import load_annotations
+from dataset.gloss_vocabulary import (
+    MASK_TOKEN,
+    MBART_LANGUAGES,
+    SIGN_LANGUAGE_ALIASES,
+    SPECIAL_TOKENS,
+)
 from dataset.text_tokenizer import load_mbart_tokenizer
 from utils.errors import DataError
+from utils.files import atomic_pickle, load_torch_file
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +60,7 @@ TOKENIZER_FILES = (
     "tokenizer_config.json",
     "special_tokens_map.json",
 )
-GLOSS_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>", "zh_CN", "de_DE")
-GLOSS_LANGUAGE_ALIASES = {"zh_CSL": "zh_CN", "de_DGS": "de_DE"}
+GLOSS_SPECIALS = (*SPECIAL_TOKENS, MASK_TOKEN, *MBART_LANGUAGES)
 
 
 @dataclass(frozen=True)
@@ -70,11 +76,9 @@ class PruneResult:
 def load_state_dict(directory: Path) -> dict[str, torch.Tensor]:
     """The weights of a Hugging Face model folder (safetensors or pytorch_model.bin)."""
     if (directory / "model.safetensors").is_file():
-        from safetensors.torch import load_file
-
-        return load_file(str(directory / "model.safetensors"))
+        return load_safetensors(str(directory / "model.safetensors"))
     if (directory / "pytorch_model.bin").is_file():
-        return torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        return load_torch_file(directory / "pytorch_model.bin", "mBART weights", DataError)
     raise DataError(f"{directory} has neither model.safetensors nor pytorch_model.bin")
 
 
@@ -148,7 +152,7 @@ def gloss_vectors(
     vectors: dict[str, torch.Tensor] = {}
     for token in GLOSS_SPECIALS:
         vectors[token] = embedding[tokenizer.convert_tokens_to_ids(token)].clone()
-    for alias, token in GLOSS_LANGUAGE_ALIASES.items():
+    for alias, token in SIGN_LANGUAGE_ALIASES.items():
         vectors[alias] = vectors[token]
     pieces = tokenizer(list(glosses), add_special_tokens=False)["input_ids"]
     lengths = torch.tensor([len(p) for p in pieces], dtype=torch.long)
@@ -177,8 +181,7 @@ def write_config(src: Path, dst: Path, vocab_size: int) -> None:
 
 
 def _dump_pickle(obj: object, path: Path) -> None:
-    with path.open("wb") as f:
-        pickle.dump(obj, f)
+    atomic_pickle(obj, path)
 
 
 def prune_mbart(

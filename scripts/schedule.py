@@ -30,7 +30,10 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from dataset.synthetic import ensure_demo_dataset  # noqa: E402
 from engine.evaluation import format_table  # noqa: E402
+from utils.cli import add_override_argument  # noqa: E402
+from utils.config import head_input_name  # noqa: E402
 
 DATASETS = ("demo", "phoenix-2014", "phoenix-2014t", "csl-daily")
 # The demo run of the README, trimmed to seconds for CI: tiny data, a few steps per stage.
@@ -66,7 +69,7 @@ def stages_of(dataset: str) -> list[Stage]:
     if dataset == "phoenix-2014":
         return stages
     features = tuple(
-        f"extract_feature/head_{s}_input/{split}.pkl"
+        f"extract_feature/{head_input_name(s)}/{split}.pkl"
         for s in ("rgb", "keypoint")
         for split in ("train", "dev", "test")
     )
@@ -151,7 +154,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="tiny data and a few steps per stage (CI)"
     )
-    parser.add_argument("--override", action="append", default=[], help="passed to every stage")
+    add_override_argument(parser, " (passed to every stage)")
     return parser.parse_args(argv)
 
 
@@ -162,8 +165,6 @@ def main(argv: list[str] | None = None) -> int:
     data_root = (args.data_root or Path("data") / args.dataset).absolute()
     overrides = list(args.override) + (list(QUICK_OVERRIDES) if args.quick else [])
     if args.dataset == "demo":
-        from dataset.synthetic import ensure_demo_dataset
-
         ensure_demo_dataset(data_root, **(QUICK_DATA if args.quick else {}))
     started = time.perf_counter()
     for stage in stages_of(args.dataset):

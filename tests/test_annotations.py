@@ -164,3 +164,22 @@ def test_tsv_errors(tmp_path: Path):
     path.write_text("")
     with pytest.raises(DataError, match="empty"):
         load_annotations(path)
+
+
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_an_annotation_file_that_would_run_code_is_refused(tmp_path: Path):
+    marker = tmp_path / "ran"
+    path = tmp_path / "downloaded.train"
+    record = {"name": "a", "gloss": "A", "text": "a", "num_frames": 8, "sign": _Payload(marker)}
+    with gzip.open(path, "wb") as handle:
+        pickle.dump([record], handle)
+    with pytest.raises(DataError, match=r"downloaded\.train.*refusing to load"):
+        load_annotations(path)
+    assert not marker.exists()

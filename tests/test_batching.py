@@ -8,14 +8,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import RandomSampler, SequentialSampler
 
 from dataset.annotations import Sample
 from dataset.batching import (
     FeatureDataset,
     PaddedFeatures,
     SignDataset,
-    build_dataloader,
     load_feature_file,
 )
 from dataset.frames import build_frame_reader
@@ -183,31 +181,6 @@ def _batches(loader, epochs=(0, 1)):
         for batch in loader:
             out.append((batch["names"], batch["lengths"], batch["videos"], batch["keypoints"]))
     return out
-
-
-def test_workers_give_the_same_batches(toy):
-    samples, reader, keypoints = toy
-    args = dict(frame_reader=reader, keypoints=keypoints, is_train=True, tmin=0.5, tmax=1.5)
-    serial, sampler = build_dataloader(
-        SignDataset(samples, seed=5, **args), 2, shuffle=True, num_workers=0, seed=9
-    )
-    parallel, _ = build_dataloader(
-        SignDataset(samples, seed=5, **args), 2, shuffle=True, num_workers=2, seed=9
-    )
-    assert isinstance(sampler, RandomSampler)
-    expected, got = _batches(serial), _batches(parallel)
-    assert len(expected) == len(got) == 4
-    for (n1, l1, v1, k1), (n2, l2, v2, k2) in zip(expected, got):
-        assert n1 == n2 and torch.equal(l1, l2) and torch.equal(v1, v2) and torch.equal(k1, k2)
-    # the two epochs differ: the persistent workers saw set_epoch
-    assert any(not torch.equal(a[1], b[1]) or a[0] != b[0] for a, b in zip(got[:2], got[2:]))
-
-
-def test_sequential_sampler_when_not_shuffling(toy):
-    samples, reader, _ = toy
-    loader, sampler = build_dataloader(SignDataset(samples, frame_reader=reader), 3, shuffle=False)
-    assert isinstance(sampler, SequentialSampler)
-    assert [b["names"] for b in loader] == [[s.name for s in samples[:3]], [samples[3].name]]
 
 
 def _write_features(path: Path, features: dict[str, torch.Tensor]) -> Path:

@@ -12,6 +12,7 @@ import torch
 
 from utils.checkpoints import CheckpointManager, atomic_save, load_checkpoint, model_state_of
 from utils.errors import CheckpointError
+from utils.training_state import capture_rng_state
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,3 +77,38 @@ def test_missing_and_corrupt_checkpoints_name_the_path(tmp_path: Path):
 def test_model_state_required(tmp_path: Path):
     with pytest.raises(CheckpointError, match="no 'model_state'"):
         model_state_of({"weights": {}}, tmp_path / "x.ckpt")
+
+
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path: Path):
+    marker = tmp_path / "ran"
+    path = tmp_path / "downloaded.ckpt"
+    torch.save({"model_state": {"w": torch.ones(1)}, "hook": _Payload(marker)}, path)
+    with pytest.raises(CheckpointError, match=r"downloaded\.ckpt: cannot read checkpoint"):
+        load_checkpoint(path)
+    assert not marker.exists(), "loading must not run the pickled callable"
+
+
+def test_a_training_checkpoint_loads_weights_only(tmp_path: Path):
+    """What the trainer saves (RNG states, optimiser, config) reads back without unsafe types."""
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.ones(1, 2)).sum().backward()
+    optimizer.step()
+    state = {
+        "model_state": model.state_dict(),
+        "optimizer_state": optimizer.state_dict(),
+        "rng_states": [capture_rng_state()],
+        "config": {"training": {"lr": 1e-3, "betas": [0.9, 0.98], "name": "x"}},
+        "best_score": 12.5,
+    }
+    loaded = load_checkpoint(atomic_save(state, tmp_path / "step.ckpt"))
+    assert loaded["rng_states"][0]["numpy"][0] == "MT19937"
+    assert torch.equal(loaded["model_state"]["weight"], model.weight.detach())

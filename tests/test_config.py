@@ -10,7 +10,9 @@ from utils.config import (
     check_files,
     config_from_dict,
     dump_config,
+    head_input_name,
     load_config,
+    required_files,
 )
 from utils.errors import ConfigurationError
 
@@ -205,3 +207,82 @@ def test_dumped_config_loads_back_identically(tmp_path: Path):
     cfg = load_config(S2G)
     dump_config(cfg, tmp_path / "resolved.yaml")
     assert load_config(tmp_path / "resolved.yaml") == cfg
+
+
+def test_every_problem_is_reported_at_once():
+    data = _raw()
+    data["training"]["batch_size"] = "two"
+    data["training"]["optimization"]["learning_rate"]["default"] = -0.1
+    data["model"]["RecognitionNetwork"]["heatmap_cfg"]["sigmaa"] = 3
+    del data["training"]["model_dir"]
+    lines = _error(data).splitlines()
+    assert len(lines) == 4, lines
+    assert all(line.startswith("exp.yaml: ") for line in lines)
+    joined = "\n".join(lines)
+    for key in (
+        "training.batch_size: expected an integer",
+        "training.optimization.learning_rate.default: expected a learning rate >= 0, got -0.1",
+        "model.RecognitionNetwork.heatmap_cfg.sigmaa: unknown key",
+        "training.model_dir: missing required key",
+    ):
+        assert key in joined
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("weight_decay", -1e-3, "weight_decay: expected a value >= 0"),
+        ("betas", [0.9, 1.5], "betas: expected two values in [0, 1)"),
+        ("eps", 0, "eps: expected a positive value"),
+        ("clip_grad_norm", -1, "clip_grad_norm: expected a positive value"),
+        ("optimizer", "lion", "optimizer: expected one of adam, adamw, sgd"),
+    ],
+)
+def test_optimisation_values_are_checked(key: str, value, message: str):
+    data = _raw()
+    data["training"]["optimization"][key] = value
+    assert f"training.optimization.{message}" in _error(data)
+
+
+def test_mbart_fields_are_checked_at_load():
+    data = _raw(FIXTURES / "TwoStream_phoenix-2014t_s2t_joint.yaml")
+    translation = data["model"]["TranslationNetwork"]
+    translation["overwrite_cfg"] = {"dropoutt": 0.1, "attention_dropout": "high"}
+    message = _error(data)
+    assert "model.TranslationNetwork.overwrite_cfg.dropoutt: not an MBartConfig field" in message
+    assert "model.TranslationNetwork.overwrite_cfg.attention_dropout: expected float" in message
+    translation["overwrite_cfg"] = {}
+    translation["model_config"], translation["pretrained_model_name_or_path"] = {"d_modl": 8}, None
+    assert "model.TranslationNetwork.model_config.d_modl: not an MBartConfig field" in _error(data)
+
+
+def test_mbart_fields_accept_ints_for_floats_but_not_bools_for_ints():
+    data = _raw(FIXTURES / "TwoStream_phoenix-2014t_s2t_joint.yaml")
+    data["model"]["TranslationNetwork"]["overwrite_cfg"] = {"dropout": 0, "encoder_layers": 2}
+    config_from_dict(data, "exp.yaml")
+    data["model"]["TranslationNetwork"]["overwrite_cfg"] = {"encoder_layers": True}
+    assert "overwrite_cfg.encoder_layers: expected int like the default 12" in _error(data)
+
+
+def test_parsed_values_of_the_config():
+    rec = load_config(S2G).model.RecognitionNetwork
+    assert {(t.teacher, t.student, t.weight, t.name) for t in rec.cross_distillation.terms} == {
+        ("ensemble_last", "keypoint", 1.0, "ensemble_last_teaches_keypoint"),
+        ("ensemble_last", "rgb", 1.0, "ensemble_last_teaches_rgb"),
+        ("ensemble_last", "fuse", 1.0, "ensemble_last_teaches_fuse"),
+    }
+    assert rec.gloss_feature is None
+    data = _raw()
+    data["model"]["RecognitionNetwork"]["gloss_feature_ensemble"] = "keypoint_gloss_probabilities"
+    choice = config_from_dict(data, "exp.yaml").model.RecognitionNetwork.gloss_feature
+    assert (choice.head, choice.kind) == ("keypoint", "probabilities")
+    data["model"]["RecognitionNetwork"]["gloss_feature_ensemble"] = "depth_gloss_feature"
+    assert "model.RecognitionNetwork.gloss_feature_ensemble: expected" in _error(data)
+
+
+def test_head_input_files_are_named_in_one_place():
+    cfg = load_config(FIXTURES / "TwoStream_phoenix-2014t_s2t_joint.yaml")
+    assert head_input_name("rgb") == "head_rgb_input"
+    assert cfg.data.head_input_file("dev", "keypoint") == cfg.data.dev_head_keypoint_input
+    keys = [key for key, _ in required_files(cfg, ["dev"])]
+    assert "data.dev_head_rgb_input" in keys and "data.dev_head_keypoint_input" in keys

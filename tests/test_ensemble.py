@@ -84,16 +84,24 @@ def test_different_members_change_the_hypotheses(pruned_dir, tokenizer):
 
 
 def test_forward_returns_one_loss_per_member(pruned_dir, tokenizer):
-    models = [_model(pruned_dir, seed=1), _model(pruned_dir, seed=1)]
+    """Member i's loss is its own model's label-smoothed loss on its own source."""
+    models = [_model(pruned_dir, seed=1), _model(pruned_dir, seed=2)]
     ensemble = TranslationEnsemble(models, tokenizer, label_smoothing=0.2)
-    embeds, mask = _source(2)
+    (embeds0, mask0), (embeds1, mask1) = _source(2), _source(3, width=5)
     batch = tokenizer.encode(["morgen regnet es .", "heute", "kalt", "wind", "frost .", "nord"])
-    output = ensemble([embeds, embeds], [mask, mask], **batch)
-    assert output["model_0_translation_loss"].item() == pytest.approx(
-        output["model_1_translation_loss"].item()
-    )
+    output = ensemble([embeds0, embeds1], [mask0, mask1], **batch)
+    expected = []
+    for model, embeds, mask in ((models[0], embeds0, mask0), (models[1], embeds1, mask1)):
+        logits = model(
+            inputs_embeds=embeds, attention_mask=mask, decoder_input_ids=batch["decoder_input_ids"]
+        ).logits
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        expected.append((ensemble.loss(log_probs, batch["labels"]) / BATCH).item())
+    losses = [output[f"model_{i}_translation_loss"].item() for i in range(2)]
+    assert losses == pytest.approx(expected, rel=1e-6)
+    assert losses[0] != pytest.approx(losses[1], rel=1e-3), "the members differ"
     with pytest.raises(ValueError, match="2 members"):
-        ensemble.generate([embeds], [mask])
+        ensemble.generate([embeds0], [mask0])
 
 
 def test_build_from_published_checkpoints(pruned_dir, tokenizer, tmp_path):

@@ -1,13 +1,22 @@
-"""The shared pickle reader: every failure names the file and what it should hold."""
+"""Reading untrusted files safely (every failure names the file) and writing atomically."""
 
 import gzip
 import pickle
+from collections import OrderedDict
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
-from utils.errors import DataError
-from utils.files import read_pickle
+from utils.errors import CheckpointError, DataError
+from utils.files import (
+    atomic_pickle,
+    atomic_write,
+    atomic_write_bytes,
+    load_torch_file,
+    read_pickle,
+)
 
 
 def test_reads_plain_and_compressed(tmp_path: Path):
@@ -32,3 +41,74 @@ def test_failures_name_the_file(tmp_path: Path, content, message):
         path.write_bytes(content)
     with pytest.raises(DataError, match=message):
         read_pickle(path, "keypoint file", "a dict name -> points", dict)
+
+
+# -- downloaded files cannot run code ------------------------------------------------------
+class _Payload:
+    """Unpickling it would create ``marker`` (a stand-in for any code a file could run)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_pickle_naming_a_callable_is_refused_and_the_callable_never_runs(tmp_path: Path):
+    marker = tmp_path / "ran"
+    path = tmp_path / "evil.train"
+    with gzip.open(path, "wb") as handle:
+        pickle.dump([{"name": "a", "sign": _Payload(marker)}], handle)
+    with pytest.raises(DataError, match=r"evil\.train.*refusing to load pathlib"):
+        read_pickle(path, "annotation file", "a list", list, compressed=True)
+    assert not marker.exists()
+
+
+def test_the_safe_reader_admits_what_the_published_files_hold(tmp_path: Path):
+    value = {
+        "name": "a",
+        "sign": torch.zeros(0),
+        "keypoints": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "score": np.float64(0.5),
+        "nested": OrderedDict(ids=[1, 2], pair=(3.0, None), flags={True}),
+    }
+    path = tmp_path / "ok.pkl"
+    path.write_bytes(pickle.dumps(value, protocol=4))
+    loaded = read_pickle(path, "file", "a dict", dict)
+    assert torch.equal(loaded["sign"], torch.zeros(0))
+    assert np.array_equal(loaded["keypoints"], value["keypoints"])
+    assert loaded["keypoints"].dtype == np.float32 and loaded["score"] == 0.5
+    assert loaded["nested"] == value["nested"]
+
+
+def test_a_torch_file_naming_a_callable_is_refused(tmp_path: Path):
+    marker = tmp_path / "ran"
+    path = tmp_path / "evil.ckpt"
+    torch.save({"model_state": {}, "extra": _Payload(marker)}, path)
+    with pytest.raises(CheckpointError, match=r"evil\.ckpt: cannot read checkpoint"):
+        load_torch_file(path)
+    assert not marker.exists()
+
+
+def test_torch_files_with_numpy_values_load(tmp_path: Path):
+    path = tmp_path / "ok.ckpt"
+    state = {"rng": np.random.get_state(), "score": np.float64(12.5), "w": torch.ones(2)}
+    torch.save(state, path)
+    loaded = load_torch_file(path)
+    assert loaded["score"] == 12.5 and np.array_equal(loaded["rng"][1], state["rng"][1])
+
+
+def test_atomic_writes_replace_the_file_whole(tmp_path: Path):
+    target = atomic_write_bytes(tmp_path / "sub" / "a.bin", b"first")
+    assert target.read_bytes() == b"first"
+
+    def failing(handle):
+        handle.write(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, failing)
+    assert target.read_bytes() == b"first"
+    assert not list(target.parent.glob(".*.tmp"))
+    atomic_pickle({"x": [1]}, tmp_path / "p.pkl.gz", compressed=True)
+    assert read_pickle(tmp_path / "p.pkl.gz", "f", "d", dict, compressed=True) == {"x": [1]}

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from engine.optimization import build_gradient_clipper, build_optimizer, build_scheduler
-from utils.config import OptimizationConfig
+from engine.optimization import OPTIMIZERS, build_gradient_clipper, build_optimizer, build_scheduler
+from utils.config import OPTIMIZER_NAMES, OptimizationConfig
 from utils.errors import ConfigurationError
 
 
@@ -67,3 +67,13 @@ def test_submodule_groups_take_precedence_and_unknown_ones_are_named():
         ConfigurationError, match=r"learning_rate.recognition.head: no submodule 'head'"
     ):
         build_optimizer(bad, {"recognition": net})
+
+
+def test_every_optimizer_name_the_config_accepts_builds():
+    assert set(OPTIMIZERS) == set(OPTIMIZER_NAMES)
+    model = nn.Linear(2, 2)
+    for name in OPTIMIZER_NAMES:
+        cfg = OptimizationConfig(learning_rate={"default": 0.1}, optimizer=name.upper())
+        optimizer = build_optimizer(cfg, {"recognition": model})
+        assert isinstance(optimizer, OPTIMIZERS[name][0])
+        assert optimizer.param_groups[0]["lr"] == 0.1

@@ -13,10 +13,11 @@ from modelling.recognition_network import (
     FUSE_METHODS,
     INPUT_MODES,
     STREAMS,
+    TEACHER_HEADS,
     RecognitionNetwork,
     build_recognition_network,
 )
-from utils.config import Config, config_from_dict
+from utils.config import DISTILLATION_TEACHERS, Config, config_from_dict
 from utils.errors import CheckpointError, ConfigurationError
 
 VOCAB = 9
@@ -464,3 +465,7 @@ def test_distillation_needs_matching_time_resolution() -> None:
     cfg = tiny_config(STREAMS, cross_distillation={"types": {"ensemble_early_teaches_rgb": 1}})
     with pytest.raises(ConfigurationError, match="ensemble_early"):
         build(cfg, "feature")  # no auxiliary heads without the backbone
+
+
+def test_every_distillation_teacher_of_the_config_has_a_head():
+    assert set(TEACHER_HEADS) == set(DISTILLATION_TEACHERS)

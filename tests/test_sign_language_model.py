@@ -98,9 +98,9 @@ def _s2t_batch(indices: Sequence[int]) -> dict:
     for i in indices:
         generator = torch.Generator().manual_seed(i)
         size = (FEATURE_LENGTHS[i], 832)
-        inputs = {f"head_{s}_input": torch.randn(size, generator=generator) for s in STREAMS}
+        inputs = {s: torch.randn(size, generator=generator) for s in STREAMS}
         items.append({"name": str(i), **SAMPLES[i], **inputs})
-    collate = FeatureCollator({f"head_{s}_input": False for s in STREAMS}, GLOSSES)
+    collate = FeatureCollator({s: False for s in STREAMS}, GLOSSES)
     return TextTargets(collate, TEXTS, max_length=30)(items)
 
 
@@ -211,7 +211,7 @@ def test_s2t_encoder_inputs_and_predict(s2t: SignToText) -> None:
     network, features = s2t.translation_network, _s2t_batch([0, 1])["features"]
     with torch.no_grad():
         recognition = s2t.recognise({"features": features}, with_labels=False)
-        head_inputs = {s: features[f"head_{s}_input"].values for s in STREAMS}
+        head_inputs = {s: features[s].values for s in STREAMS}
         direct = s2t.recognition_network(torch.tensor([5, 4]), head_inputs=head_inputs)
         inputs = s2t.encoder_inputs(recognition)
         mapped = s2t.vl_mapper(recognition.gloss_feature) * network.input_embed_scale

@@ -114,6 +114,45 @@ def test_loader_order_depends_only_on_seed_and_epoch(demo: Path):
     assert [n for batch in loader for n in batch["names"]] == orders[0][2:]
 
 
+def _epochs(loader, sampler, epochs) -> list[tuple]:
+    out = []
+    for epoch in epochs:
+        sampler.set_epoch(epoch)
+        loader.dataset.set_epoch(epoch)
+        out += [(b["names"], b["lengths"], b["videos"], b["keypoints"]) for b in loader]
+    return out
+
+
+def test_worker_processes_give_the_same_batches(demo: Path):
+    cfg = _s2g_config(demo, ["keypoint", "rgb"])
+    vocabs = Vocabularies(gloss=GlossVocabulary.from_file(demo / "gloss2ids.pkl"))
+    runs = []
+    for workers in (0, 2):
+        dataset = build_dataset(cfg, "train", vocabs, is_train=True)
+        loader, sampler = build_loader(
+            dataset, 2, shuffle=True, num_workers=workers, seed=9, ctx=CPU
+        )
+        runs.append(_epochs(loader, sampler, [0, 1]))
+    serial, parallel = runs
+    assert len(serial) == len(parallel) == 6
+    for (n1, l1, v1, k1), (n2, l2, v2, k2) in zip(serial, parallel):
+        assert n1 == n2 and torch.equal(l1, l2) and torch.equal(v1, v2) and torch.equal(k1, k2)
+    # the two epochs differ: the persistent workers saw set_epoch
+    assert any(
+        a[0] != b[0] or not torch.equal(a[1], b[1]) for a, b in zip(parallel[:3], parallel[3:])
+    )
+
+
+def test_an_unshuffled_loader_keeps_the_annotation_order(demo: Path):
+    cfg = _s2g_config(demo, ["keypoint"])
+    vocabs = Vocabularies(gloss=GlossVocabulary.from_file(demo / "gloss2ids.pkl"))
+    dataset = build_dataset(cfg, "dev", vocabs, is_train=False)
+    loader, sampler = build_loader(dataset, 2, shuffle=False, num_workers=0, seed=1, ctx=CPU)
+    sampler.set_epoch(0)
+    names = [n for b in loader for n in b["names"]]
+    assert names == [s.name for s in load_split(cfg, "dev")]
+
+
 def test_two_ranks_split_the_global_batches_of_one(demo: Path):
     cfg = _s2g_config(demo, ["keypoint"])
     dataset = build_dataset(

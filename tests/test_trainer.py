@@ -1,5 +1,6 @@
 """The training loop on a tiny stand-in task model: steps, non-finite losses, checkpoints, resume."""
 
+from collections import namedtuple
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -160,9 +161,20 @@ def test_loss_window_means():
 
 
 def test_move_to_device_handles_nested_batches():
-    batch = {"x": torch.ones(1), "names": ["a"], "nested": [torch.zeros(1)]}
-    moved = move_to_device(batch, torch.device("cpu"))
-    assert moved["names"] == ["a"] and torch.equal(moved["nested"][0], torch.zeros(1))
+    """Every tensor, however nested, lands on the target device; the rest is kept as is."""
+    Pair = namedtuple("Pair", "values mask")
+    batch = {
+        "x": torch.ones(1),
+        "names": ["a"],
+        "nested": [torch.zeros(1), (torch.ones(2), "b")],
+        "features": {"rgb": Pair(torch.ones(3), torch.zeros(3))},
+    }
+    moved = move_to_device(batch, torch.device("meta"))
+    assert moved["x"].is_meta and moved["nested"][0].is_meta and moved["nested"][1][0].is_meta
+    assert isinstance(moved["features"]["rgb"], Pair)
+    assert moved["features"]["rgb"].values.is_meta and moved["features"]["rgb"].mask.is_meta
+    assert moved["names"] == ["a"] and moved["nested"][1][1] == "b"
+    assert moved["nested"][1][0].shape == (2,) and not batch["x"].is_meta
 
 
 def test_warmup_scales_the_learning_rate_linearly(tmp_path: Path):

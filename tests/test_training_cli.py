@@ -80,8 +80,25 @@ def test_existing_run_is_not_silently_overwritten(tiny_demo: Path, tmp_path: Pat
         *g2t_overrides(tiny_demo, run, "training.max_steps=2", "training.overwrite=false"),
     ]
     assert training.main(args) == 0
+    capsys.readouterr()
     assert training.main(args) == 2
-    assert "already holds checkpoints" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("already holds checkpoints") == 1, "the error is printed once"
+    assert "already holds checkpoints" in (run / "train.log").read_text()
+
+
+def test_several_overrides_after_one_flag():
+    args = training.parse_args(
+        ["--config", "x.yaml", "--override", "a.b=1", "c.d=2", "--resume", "--override", "e=3"]
+    )
+    assert args.override == ["a.b=1", "c.d=2", "e=3"] and args.resume
+
+
+def test_an_ensemble_config_is_not_trained(capsys):
+    config = REPO / "experiments" / "configs" / "demo" / "s2t_ensemble.yaml"
+    assert training.main(["--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "S2T_Ensemble is not trained" in err and "prediction.py --config" in err
 
 
 def _run(args: list[str], env: dict) -> None:

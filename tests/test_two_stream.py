@@ -98,7 +98,22 @@ def test_gradients_reach_both_inputs(two_stream: StreamBackbone) -> None:
         inputs = {k: v.requires_grad_() for k, v in _inputs().items()}
         levels = two_stream(inputs, torch.tensor([8, 5]))
         sum(lv.features.sum() for lv in levels["rgb"]).backward()
-        assert inputs["keypoint"].grad is not None and inputs["rgb"].grad is not None
+        for name in ("keypoint", "rgb"):  # the keypoint input reaches the rgb output via laterals
+            grad = inputs[name].grad
+            assert grad is not None and torch.isfinite(grad).all(), name
+            assert grad.abs().sum() > 0, f"no gradient reaches the {name} input"
+        # without the lateral into rgb, the keypoint input no longer reaches the rgb levels
+        inputs = {k: v.detach().requires_grad_() for k, v in _inputs().items()}
+        saved = [f.keypoint_to_rgb for f in two_stream.fusions]
+        for fusion in two_stream.fusions:
+            fusion.keypoint_to_rgb = None
+        try:
+            levels = two_stream(inputs, torch.tensor([8, 5]))
+            sum(lv.features.sum() for lv in levels["rgb"]).backward()
+        finally:
+            for fusion, lateral in zip(two_stream.fusions, saved):
+                fusion.keypoint_to_rgb = lateral
+        assert inputs["keypoint"].grad is None
     finally:
         two_stream.eval()
 

@@ -1,8 +1,8 @@
 """Saving and loading checkpoints.
 
-Writes are atomic: the state goes to a temporary file in the same folder, is flushed to
-disk, then renamed over the target, so a process killed during a save leaves the previous
-checkpoint intact (at worst a stray ``*.tmp`` file that is ignored and cleaned up later).
+Writes are atomic (:func:`utils.files.atomic_write`): a process killed during a save leaves
+the previous checkpoint intact (at worst a stray ``*.tmp`` file that is ignored and cleaned up
+later). Reads never run code from the file (``torch.load(weights_only=True)``).
 
 Layout of a run's ``ckpts/`` folder::
 
@@ -13,7 +13,6 @@ Layout of a run's ``ckpts/`` folder::
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shutil
 from collections.abc import Mapping
@@ -23,57 +22,37 @@ from typing import Any
 import torch
 
 from utils.errors import CheckpointError
+from utils.files import TMP_SUFFIX, atomic_write, load_torch_file
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)\.ckpt$")
 BEST_NAME = "best.ckpt"
-TMP_SUFFIX = ".tmp"
+CHECKPOINT_FOLDER = "ckpts"
+
+
+def best_checkpoint(model_dir: str | Path) -> Path:
+    """Where a run keeps its best checkpoint: ``<model_dir>/ckpts/best.ckpt``."""
+    return Path(model_dir) / CHECKPOINT_FOLDER / BEST_NAME
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
     """``torch.save`` to a temporary file, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def atomic_copy(source: str | Path, target: str | Path) -> Path:
     """Copy a file so that ``target`` is either the old or the complete new file."""
-    target = Path(target)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}{TMP_SUFFIX}")
-    try:
-        shutil.copyfile(source, tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return target
+    with open(source, "rb") as original:
+        return atomic_write(target, lambda handle: shutil.copyfileobj(original, handle))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Read a checkpoint file; a missing or unreadable file is a CheckpointError naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file not found")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as error:  # torch raises several types for truncated/garbled files
-        raise CheckpointError(
-            f"{path}: cannot read checkpoint ({type(error).__name__}: {error})"
-        ) from error
+    """Read a checkpoint file without running code from it (``weights_only=True``).
+
+    A missing, unreadable or unsafe file is a CheckpointError naming it.
+    """
+    state = load_torch_file(path, "checkpoint", CheckpointError, map_location)
     if not isinstance(state, Mapping):
         raise CheckpointError(
             f"{path}: expected a dict in the checkpoint, got {type(state).__name__}"

@@ -15,6 +15,7 @@ Usage::
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Iterator, Sequence
@@ -27,12 +28,16 @@ import yaml
 from utils.config_loading import Problem, build, fail, set_dotted
 from utils.errors import ConfigurationError
 
-SPLITS = ("train", "dev", "test")
-DATASET_NAMES = ("phoenix-2014", "phoenix-2014t", "csl-daily", "demo", "custom")
 LEARNING_RATE_GROUPS = ("default", "recognition", "mapper", "translation")
+OPTIMIZER_NAMES = ("adam", "adamw", "sgd")
 DISTILLATION_TEACHERS = ("rgb", "keypoint", "fuse", "ensemble_last", "ensemble_early")
 DISTILLATION_STUDENTS = ("rgb", "keypoint", "fuse", "auxes")
 GLOSS_FEATURE_PATTERN = re.compile(r"^(?:(rgb|keypoint|fuse)_)?gloss_(feature|probabilities)$")
+
+
+def head_input_name(stream: str) -> str:
+    """What the S2G stage extracts per stream for S2T: ``head_rgb_input``, ``head_keypoint_input``."""
+    return f"head_{stream}_input"
 
 
 # --------------------------------------------------------------------------------------------
@@ -130,9 +135,13 @@ class DataConfig:
     def annotation_file(self, split: str) -> str | None:
         return getattr(self, split)
 
-    def feature_file(self, split: str, name: str) -> str | None:
-        """``feature_file('dev', 'head_rgb_input')`` -> the ``dev_head_rgb_input`` path."""
-        return getattr(self, f"{split}_{name}")
+    def head_input_file(self, split: str, stream: str) -> str | None:
+        """``head_input_file('dev', 'rgb')`` -> the ``dev_head_rgb_input`` path (S2T)."""
+        return getattr(self, f"{split}_{head_input_name(stream)}")
+
+    def inputs_embeds_files(self, split: str) -> tuple[str, ...]:
+        """The ``<split>_inputs_embeds`` paths, one per ensembled network (S2T_Ensemble)."""
+        return getattr(self, f"{split}_inputs_embeds")
 
 
 # --------------------------------------------------------------------------------------------
@@ -261,6 +270,28 @@ class VisualHeadConfig:
 
 
 @dataclass(frozen=True)
+class DistillationTerm:
+    """One self-distillation term: the ``teacher`` head's distribution teaches ``student``."""
+
+    teacher: str  # one of DISTILLATION_TEACHERS
+    student: str  # one of DISTILLATION_STUDENTS
+    weight: float
+
+    @property
+    def name(self) -> str:
+        """The config and loss name, ``<teacher>_teaches_<student>``."""
+        return f"{self.teacher}_teaches_{self.student}"
+
+
+def parse_distillation(name: str, weight: float) -> DistillationTerm | None:
+    """``'ensemble_last_teaches_rgb'`` -> its term; None when the name is not a valid one."""
+    teacher, sep, student = name.partition("_teaches_")
+    if not sep or teacher not in DISTILLATION_TEACHERS or student not in DISTILLATION_STUDENTS:
+        return None
+    return DistillationTerm(teacher, student, weight)
+
+
+@dataclass(frozen=True)
 class CrossDistillationConfig:
     """Self-distillation: ``<teacher>_teaches_<student>: weight`` terms (KL divergence)."""
 
@@ -270,13 +301,8 @@ class CrossDistillationConfig:
     hard_or_soft: Literal["soft"] = "soft"
 
     def check(self) -> Iterator[Problem]:
-        for name in self.weights:
-            teacher, sep, student = name.partition("_teaches_")
-            if (
-                not sep
-                or teacher not in DISTILLATION_TEACHERS
-                or student not in DISTILLATION_STUDENTS
-            ):
+        for name, weight in self.weights.items():
+            if parse_distillation(name, weight) is None:
                 yield (
                     f"types.{name}",
                     "expected <teacher>_teaches_<student> with teacher one of "
@@ -288,6 +314,26 @@ class CrossDistillationConfig:
         if isinstance(self.types, dict):
             return dict(self.types)
         return {name: self.loss_weight for name in self.types}
+
+    @functools.cached_property
+    def terms(self) -> tuple[DistillationTerm, ...]:
+        """The configured terms, parsed once (the config check rejects invalid names)."""
+        parsed = (parse_distillation(name, weight) for name, weight in self.weights.items())
+        return tuple(term for term in parsed if term is not None)
+
+
+@dataclass(frozen=True)
+class GlossFeatureChoice:
+    """What the S2T translation reads of a recognition head (``gloss_feature_ensemble``)."""
+
+    head: str | None  # rgb, keypoint, fuse; None: the network's main head
+    kind: Literal["feature", "probabilities"]
+
+
+def parse_gloss_feature(name: str) -> GlossFeatureChoice | None:
+    """``'keypoint_gloss_feature'`` -> ``GlossFeatureChoice('keypoint', 'feature')``; None if invalid."""
+    match = GLOSS_FEATURE_PATTERN.match(name)
+    return None if match is None else GlossFeatureChoice(match.group(1), match.group(2))
 
 
 @dataclass(frozen=True)
@@ -315,6 +361,12 @@ class RecognitionConfig:
     # evaluation) follow the weights within a few hundred steps.
     backbone_bn_momentum: float = 0.001
 
+    @functools.cached_property
+    def gloss_feature(self) -> GlossFeatureChoice | None:
+        """``gloss_feature_ensemble`` parsed once (None: the default of the network)."""
+        name = self.gloss_feature_ensemble
+        return None if name is None else parse_gloss_feature(name)
+
     def check(self) -> Iterator[Problem]:
         if self.GlossTokenizer.gloss2id_file is None:
             yield (
@@ -322,7 +374,7 @@ class RecognitionConfig:
                 "required: the recognition vocabulary (gloss2ids.pkl)",
             )
         name = self.gloss_feature_ensemble
-        if name is not None and not GLOSS_FEATURE_PATTERN.match(name):
+        if name is not None and parse_gloss_feature(name) is None:
             yield (
                 "gloss_feature_ensemble",
                 "expected [rgb_|keypoint_|fuse_]gloss_feature or [..._]gloss_probabilities, "
@@ -368,6 +420,36 @@ class GlossEmbeddingConfig:
     share_text_words: bool = False
 
 
+def _same_kind(default: Any, value: Any) -> bool:
+    """Whether ``value`` may replace ``default`` (ints pass for floats, never bools for ints)."""
+    if default is None or value is None:
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
+def mbart_field_problems(fields: dict[str, Any], key: str) -> Iterator[Problem]:
+    """Names that are not ``MBartConfig`` fields, and values of another kind than the default."""
+    if not fields:
+        return
+    # transformers takes seconds to import: only configs that set mBART fields pay for it
+    from transformers import MBartConfig
+
+    defaults = MBartConfig()
+    for name, value in fields.items():
+        if not hasattr(defaults, name):
+            yield f"{key}.{name}", "not an MBartConfig field"
+        elif not _same_kind(getattr(defaults, name), value):
+            default = getattr(defaults, name)
+            yield (
+                f"{key}.{name}",
+                f"expected {type(default).__name__} like the default {default!r}, got {value!r}",
+            )
+
+
 @dataclass(frozen=True)
 class TranslationConfig:
     """``model.TranslationNetwork``: an mBART, pretrained (a local folder) or from a config."""
@@ -395,6 +477,9 @@ class TranslationConfig:
             )
         if not 0 <= self.label_smoothing < 1:
             yield "label_smoothing", f"expected 0 <= value < 1, got {self.label_smoothing}"
+        yield from mbart_field_problems(self.overwrite_cfg, "overwrite_cfg")
+        if isinstance(self.model_config, dict):
+            yield from mbart_field_problems(self.model_config, "model_config")
         shares = self.GlossEmbedding is not None and self.GlossEmbedding.share_text_words
         if shares and self.TextTokenizer.level != "word":
             yield (
@@ -491,8 +576,26 @@ class OptimizationConfig:
     warmup_steps: int = 0  # new: linear warm-up of every learning rate over the first steps
 
     def check(self) -> Iterator[Problem]:
-        if self.optimizer.lower() not in ("adam", "adamw", "sgd"):
-            yield "optimizer", f"expected one of Adam, AdamW, SGD, got {self.optimizer!r}"
+        if self.optimizer.lower() not in OPTIMIZER_NAMES:
+            yield (
+                "optimizer",
+                f"expected one of {', '.join(OPTIMIZER_NAMES)} (any case), got {self.optimizer!r}",
+            )
+        for group, rate in self.learning_rate.items():
+            if not rate >= 0:
+                yield f"learning_rate.{group}", f"expected a learning rate >= 0, got {rate}"
+        if self.weight_decay < 0:
+            yield "weight_decay", f"expected a value >= 0, got {self.weight_decay}"
+        if not all(0 <= beta < 1 for beta in self.betas):
+            yield "betas", f"expected two values in [0, 1), got {list(self.betas)}"
+        if self.eps <= 0:
+            yield "eps", f"expected a positive value, got {self.eps}"
+        for key in ("clip_grad_norm", "clip_grad_val"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                yield key, f"expected a positive value or null, got {value}"
+        if self.t_max < 1 or self.warmup_steps < 0:
+            yield "t_max", "expected t_max >= 1 and warmup_steps >= 0"
         if "default" not in self.learning_rate:
             yield (
                 "learning_rate.default",
@@ -628,7 +731,7 @@ def _check_ensemble(cfg: Config) -> Iterator[Problem]:
     if ensemble is None:
         return
     for split in ("dev", "test"):
-        files = cfg.data.feature_file(split, "inputs_embeds")
+        files = cfg.data.inputs_embeds_files(split)
         if files and len(files) != len(ensemble.load_ckpts):
             yield (
                 f"data.{split}_inputs_embeds",
@@ -786,10 +889,10 @@ def required_files(cfg: Config, splits: Sequence[str]) -> list[tuple[str, str | 
         files.append((f"data.{split}", data.annotation_file(split)))
         if cfg.task == "S2T":
             for stream in data.input_streams:
-                name = f"{split}_head_{stream}_input"
-                files.append((f"data.{name}", getattr(data, name)))
+                key = f"data.{split}_{head_input_name(stream)}"
+                files.append((key, data.head_input_file(split, stream)))
         if cfg.task == "S2T_Ensemble":
-            paths = data.feature_file(split, "inputs_embeds") or (None,)
+            paths = data.inputs_embeds_files(split) or (None,)
             files += [(f"data.{split}_inputs_embeds[{i}]", path) for i, path in enumerate(paths)]
     if cfg.task == "S2G":
         if "rgb" in data.input_streams and data.frame_layout not in ("folder", "video"):

@@ -1,10 +1,11 @@
 """Turning nested YAML mappings into frozen, typed config objects.
 
 A config class is a frozen dataclass whose field annotations say what each key may hold.
-:func:`build` walks a mapping against such a class and reports every problem as a
-:class:`~utils.errors.ConfigurationError` naming the file, the full dotted key and what was
-expected. Classes may add cross-field rules in a ``check()`` method that yields
-``(relative_key, message)`` pairs.
+:func:`build` walks a mapping against such a class and reports every problem at once in one
+:class:`~utils.errors.ConfigurationError`, one line per problem, each naming the file, the
+full dotted key and what was expected. Classes may add cross-field rules in a ``check()``
+method that yields ``(relative_key, message)`` pairs; it runs when all of the class's own
+fields are valid.
 """
 
 from __future__ import annotations
@@ -30,11 +31,23 @@ def fail(source: str, key: str, message: str) -> ConfigurationError:
     return ConfigurationError(f"{source}: {key or '<top level>'}: {message}")
 
 
+class ConfigProblems(ConfigurationError):
+    """Several problems of one config, one ``file: key: message`` line each."""
+
+    def __init__(self, problems: list[ConfigurationError]) -> None:
+        self.problems = [
+            line
+            for problem in problems
+            for line in (problem.problems if isinstance(problem, ConfigProblems) else [problem])
+        ]
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
 def build(cls: type, data: Any, source: str, prefix: str = "") -> Any:
     """Build an instance of the dataclass ``cls`` from ``data`` (a mapping).
 
-    Raises ConfigurationError for unknown keys, missing required keys, wrong types and the
-    problems the classes' own ``check()`` methods report.
+    Raises one ConfigurationError listing every unknown key, missing required key, wrong
+    type and problem the classes' own ``check()`` methods report.
     """
     return _convert(data, cls, source, prefix)
 
@@ -152,26 +165,38 @@ def _build_dataclass(cls: type, value: Any, source: str, key: str) -> Any:
     if not isinstance(value, Mapping):
         raise fail(source, key, f"expected a mapping of settings, got {value!r}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(str(k) for k in value if k not in fields)
-    if unknown:
-        raise fail(
+    problems = [
+        fail(
             source,
-            join_key(key, unknown[0]),
+            join_key(key, name),
             f"unknown key; valid keys here are: {', '.join(sorted(fields))}",
         )
+        for name in sorted(str(k) for k in value if k not in fields)
+    ]
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, field in fields.items():
         field_key = join_key(key, name)
         if name in value:
-            kwargs[name] = _convert(value[name], hints[name], source, field_key)
+            try:
+                kwargs[name] = _convert(value[name], hints[name], source, field_key)
+            except ConfigurationError as error:
+                problems.append(error)
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-            raise fail(
-                source, field_key, f"missing required key (expected {_type_name(hints[name])})"
+            problems.append(
+                fail(
+                    source, field_key, f"missing required key (expected {_type_name(hints[name])})"
+                )
             )
+    if problems:  # cross-field rules need every field: they wait until these are fixed
+        raise ConfigProblems(problems)
     instance = cls(**kwargs)
-    for relative_key, message in _problems(instance):
-        raise fail(source, join_key(key, relative_key), message)
+    problems = [
+        fail(source, join_key(key, relative_key), message)
+        for relative_key, message in _problems(instance)
+    ]
+    if problems:
+        raise ConfigProblems(problems)
     return instance
 
 

@@ -1,13 +1,37 @@
-"""Reading the pickled files of the published formats, with errors that name the file."""
+"""Reading downloaded files so that they cannot run code, and writing files atomically.
+
+Pickles and checkpoints come from elsewhere (the original release's annotation, keypoint,
+vocabulary and feature files; checkpoints shared by others). Unpickling may call any
+callable a file names, so every read here admits only what those files hold:
+
+* :func:`read_pickle` unpickles with :class:`RestrictedUnpickler`: containers, strings,
+  numbers, NumPy arrays and torch tensors (tensor storages are read with
+  ``torch.load(weights_only=True)``); anything else is refused before it is called.
+* :func:`load_torch_file` is ``torch.load(weights_only=True)`` with the NumPy array and
+  scalar types allowed that checkpoints of the original release and older ones of this
+  project hold (RNG states, scores).
+
+Writes go to a temporary file in the target's folder, are flushed to disk, then renamed over
+the target: a reader (or a resumed run) sees the old file or the complete new one.
+"""
 
 from __future__ import annotations
 
 import gzip
+import io
+import os
 import pickle
+from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from utils.errors import DataError
+import numpy as np
+import torch
+
+from utils.errors import CheckpointError, DataError, SignLanguageError
+
+TMP_SUFFIX = ".tmp"
 
 # what unpickling a truncated, garbled or foreign file raises
 UNPICKLING_ERRORS = (
@@ -17,7 +41,55 @@ UNPICKLING_ERRORS = (
     AttributeError,
     ImportError,
     ValueError,
+    TypeError,
+    RuntimeError,
 )
+
+
+def _load_storage(data: bytes) -> Any:
+    """A pickled tensor storage (``torch.storage._load_from_bytes``), read without code."""
+    return torch.load(io.BytesIO(data), weights_only=True)
+
+
+# NumPy's array reconstruction; files written with NumPy 1 name numpy.core, with NumPy 2 numpy._core
+_MULTIARRAY = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+_SAFE_GLOBALS: dict[tuple[str, str], Any] = {
+    ("collections", "OrderedDict"): OrderedDict,
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("builtins", "complex"): complex,
+    ("builtins", "bytearray"): bytearray,
+    ("builtins", "slice"): slice,
+    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
+    ("torch.storage", "_load_from_bytes"): _load_storage,
+    ("torch", "Size"): torch.Size,
+    ("torch", "zeros"): torch.zeros,  # the synthetic dataset's reproducible empty tensors
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    **{
+        (module, name): getattr(_MULTIARRAY, name)
+        for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+        for name in ("_reconstruct", "scalar")
+    },
+}
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only the globals in its allow-list.
+
+    Dtype classes of NumPy 2 (``numpy.dtypes.Float32DType`` ...) are admitted by module.
+    Any other global (``os.system``, a class with a ``__reduce__``) raises
+    ``pickle.UnpicklingError`` naming it, before anything is called.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        safe = _SAFE_GLOBALS.get((module, name))
+        if safe is not None:
+            return safe
+        if module == "numpy.dtypes" and name.endswith("DType"):
+            return getattr(np.dtypes, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} (not plain data)")
 
 
 def read_pickle(
@@ -27,7 +99,7 @@ def read_pickle(
     kind: type | tuple[type, ...] = object,
     compressed: bool = False,
 ) -> Any:
-    """Unpickle ``path`` (gzip-compressed if ``compressed``) and check the object's type.
+    """Unpickle ``path`` (gzip-compressed if ``compressed``) safely and check the object's type.
 
     Args:
         what: the kind of file, for messages ("keypoint file").
@@ -35,7 +107,7 @@ def read_pickle(
         kind: the type(s) the unpickled object must have.
 
     Raises:
-        DataError: the file is missing, unreadable, or holds something else.
+        DataError: the file is missing, unreadable, names a callable, or holds something else.
     """
     path = Path(path)
     if not path.is_file():
@@ -43,7 +115,7 @@ def read_pickle(
     opener = gzip.open if compressed else open
     try:
         with opener(path, "rb") as handle:
-            value = pickle.load(handle)
+            value = RestrictedUnpickler(handle).load()
     except UNPICKLING_ERRORS as error:
         raise DataError(
             f"cannot read {what} {path}: expected {expected} ({type(error).__name__}: {error})"
@@ -51,3 +123,74 @@ def read_pickle(
     if not isinstance(value, kind):
         raise DataError(f"{what} {path} holds a {type(value).__name__}, expected {expected}")
     return value
+
+
+_TORCH_SAFE_GLOBALS = [
+    np.ndarray,
+    np.dtype,
+    _MULTIARRAY._reconstruct,
+    _MULTIARRAY.scalar,
+    *(getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")),
+]
+
+
+def load_torch_file(
+    path: str | Path,
+    what: str = "checkpoint",
+    error: type[SignLanguageError] = CheckpointError,
+    map_location: str | torch.device = "cpu",
+) -> Any:
+    """``torch.load(path, weights_only=True)``; a missing, corrupt or unsafe file is ``error``.
+
+    Tensors, containers, numbers and strings load as usual, NumPy arrays and scalars too; a
+    file naming any other callable is refused (nothing in it runs).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: {what} file not found")
+    try:
+        with torch.serialization.safe_globals(_TORCH_SAFE_GLOBALS):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as failure:  # torch raises many types for truncated, garbled or unsafe files
+        raise error(
+            f"{path}: cannot read {what} ({type(failure).__name__}: {failure})"
+        ) from failure
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+    """``write(handle)`` into a temporary file beside ``path``, fsync, rename over ``path``.
+
+    A process killed meanwhile leaves ``path`` as it was (and at worst a stray
+    ``.<name>.<pid>.tmp`` file).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+    try:
+        with open(tmp, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda handle: handle.write(data))
+
+
+def atomic_pickle(obj: Any, path: str | Path, compressed: bool = False) -> Path:
+    """Pickle ``obj`` to ``path`` atomically, gzip-compressed if ``compressed``."""
+
+    def write(handle: BinaryIO) -> None:
+        if compressed:
+            with gzip.GzipFile(fileobj=handle, mode="wb", mtime=0) as zipped:
+                pickle.dump(obj, zipped)
+        else:
+            pickle.dump(obj, handle)
+
+    return atomic_write(path, write)

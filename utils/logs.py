@@ -10,6 +10,12 @@ from pathlib import Path
 from torch.utils.tensorboard import SummaryWriter
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+FILE_ONLY = "file_only"
+"""``logger.error(..., extra={FILE_ONLY: True})``: into the log file, not onto the console."""
+
+
+def _not_file_only(record: logging.LogRecord) -> bool:
+    return not getattr(record, FILE_ONLY, False)
 
 
 def setup_logging(
@@ -27,6 +33,7 @@ def setup_logging(
     formatter = logging.Formatter(LOG_FORMAT, datefmt="%Y-%m-%d %H:%M:%S")
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(formatter)
+    console.addFilter(_not_file_only)
     root.addHandler(console)
     if log_file is not None and is_main:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
