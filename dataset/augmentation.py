@@ -2,11 +2,11 @@
 
 Temporal: :func:`sample_frame_indices` picks which frames of a video a sample uses.
 
-Spatial: :func:`augment_batch` takes a whole padded batch on the model's device, frames
-``(B, T, 3, H, W)`` (uint8 or float in [0, 1]) and/or heatmaps ``(B, T, K, h, w)``, and
-returns normalised ``(B, C, T, H', W')`` float32 tensors ready for the S3D backbones.
-One crop and one colour-jitter draw serve the whole batch (as published), so the RGB
-and keypoint streams stay aligned.
+Spatial: :func:`plan_spatial` draws one crop and one colour-jitter draw for a whole
+padded batch (as published), so the RGB and keypoint streams stay aligned;
+:func:`transform_frames` applies it to the frames ``(B, T, 3, H, W)`` on the model's device
+and :func:`augment_batch` to rendered heatmaps ``(B, T, K, h, w)`` too, returning
+normalised ``(B, C, T, H', W')`` float32 tensors ready for the S3D backbones.
 """
 
 from __future__ import annotations
@@ -157,24 +157,154 @@ def sample_crop_box(
     return (height - h) // 2, (width - w) // 2, h, w
 
 
+Box = tuple[int, int, int, int]
+"""A crop ``(top, left, height, width)`` in the pixels of the image it crops."""
+
+
+@dataclass(frozen=True)
+class JitterDraw:
+    """One ColorJitter parameter draw: the order of the four adjustments and their factors."""
+
+    order: tuple[int, ...]
+    factors: tuple[float, float, float, float]  # brightness, contrast, saturation, hue
+
+
+def draw_color_jitter(generator: torch.Generator) -> JitterDraw:
+    """ColorJitter(0.4, 0.4, 0.4, 0.1)'s random draw, in torchvision's order."""
+    brightness, contrast, saturation, hue = JITTER_STRENGTH
+    order = tuple(torch.randperm(4, generator=generator).tolist())  # drawn first, as torchvision
+    factors = (
+        _uniform(1 - brightness, 1 + brightness, generator),
+        _uniform(1 - contrast, 1 + contrast, generator),
+        _uniform(1 - saturation, 1 + saturation, generator),
+        _uniform(-hue, hue, generator),
+    )
+    return JitterDraw(order, factors)
+
+
+def apply_color_jitter(frames: torch.Tensor, draw: JitterDraw) -> torch.Tensor:
+    """Apply a jitter draw to float ``(N, 3, H, W)`` frames in [0, 1]."""
+    ops = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
+    for op_index in draw.order:
+        frames = ops[op_index](frames, draw.factors[op_index])
+    return frames
+
+
 def color_jitter(frames: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """ColorJitter(0.4, 0.4, 0.4, 0.1) with one parameter draw for all frames.
 
     ``frames``: float ``(N, 3, H, W)`` in [0, 1]. The four adjustments run in a random
     order, as torchvision's ColorJitter does.
     """
-    brightness, contrast, saturation, hue = JITTER_STRENGTH
-    order = torch.randperm(4, generator=generator).tolist()  # drawn first, as torchvision
-    factors = {
-        0: _uniform(1 - brightness, 1 + brightness, generator),
-        1: _uniform(1 - contrast, 1 + contrast, generator),
-        2: _uniform(1 - saturation, 1 + saturation, generator),
-        3: _uniform(-hue, hue, generator),
-    }
-    ops = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
-    for op_index in order:
-        frames = ops[op_index](frames, factors[op_index])
-    return frames
+    return apply_color_jitter(frames, draw_color_jitter(generator))
+
+
+@dataclass(frozen=True)
+class SpatialPlan:
+    """What the spatial transform of one batch does to the frames and to the heatmaps.
+
+    ``*_box`` ``None``: the whole image (evaluation without centre crop); a box may reach
+    outside the image only for an evaluation centre crop larger than it (zero padding).
+    """
+
+    jitter: JitterDraw | None
+    frame_box: Box | None
+    map_box: Box | None
+
+
+def plan_spatial(
+    frame_size: tuple[int, int] | None,
+    map_size: tuple[int, int] | None,
+    is_train: bool,
+    config: SpatialAugmentation,
+    generator: torch.Generator,
+    reference_size: tuple[int, int] | None = None,
+) -> SpatialPlan:
+    """Draw (training) or compute (evaluation) the crops of a batch.
+
+    Args:
+        frame_size: ``(H, W)`` of the RGB frames, or None without frames.
+        map_size: ``(h, w)`` of the heatmaps, or None without heatmaps.
+        reference_size: the RGB ``(H, W)`` the heatmaps belong to when there are no frames
+            (scales the evaluation centre crop); None: heatmap pixels are RGB pixels.
+    """
+    factors = _heatmap_factors(frame_size or reference_size, map_size)
+    if is_train:
+        return _train_plan(frame_size, map_size, factors, config, generator)
+    frame_box = map_box = None
+    if config.center_crop:
+        side = config.center_crop_size
+        if frame_size is not None:
+            frame_box = _center_box(frame_size, (side, side))
+        if map_size is not None:
+            map_box = _center_box(map_size, (int(side * factors[0]), int(side * factors[1])))
+    return SpatialPlan(None, frame_box, map_box)
+
+
+def _train_plan(
+    frame_size: tuple[int, int] | None,
+    map_size: tuple[int, int] | None,
+    factors: tuple[float, float],
+    config: SpatialAugmentation,
+    gen: torch.Generator,
+) -> SpatialPlan:
+    """One RandomResizedCrop box for the batch; the heatmap box is the RGB box scaled."""
+    scale = (config.bottom_area, 1.0)
+    ratio = (config.aspect_ratio_min, config.aspect_ratio_max)
+    if frame_size is None:
+        return SpatialPlan(None, None, sample_crop_box(*map_size, scale, ratio, gen))
+    jitter = None
+    if config.color_jitter and _uniform(0.0, 1.0, gen) < config.color_jitter_prob:
+        jitter = draw_color_jitter(gen)
+    top, left, h, w = sample_crop_box(*frame_size, scale, ratio, gen)
+    map_box = None
+    if map_size is not None:
+        fh, fw = factors
+        # int() truncation as published; at least one pixel so tiny boxes stay valid
+        map_box = (int(top * fh), int(left * fw), max(1, int(h * fh)), max(1, int(w * fw)))
+    return SpatialPlan(jitter, (top, left, h, w), map_box)
+
+
+def _center_box(size: tuple[int, int], crop: tuple[int, int]) -> Box:
+    """torchvision's centre crop: offsets rounded half to even, as ``TF.center_crop``."""
+    return (
+        int(round((size[0] - crop[0]) / 2.0)),
+        int(round((size[1] - crop[1]) / 2.0)),
+        crop[0],
+        crop[1],
+    )
+
+
+def box_inside(box: Box, size: tuple[int, int]) -> bool:
+    top, left, h, w = box
+    return top >= 0 and left >= 0 and top + h <= size[0] and left + w <= size[1]
+
+
+def crop_and_resize(images: torch.Tensor, box: Box | None, side: int) -> torch.Tensor:
+    """``(N, C, H, W)`` cropped to ``box`` (zero padding outside) and resized to ``side``².
+
+    Bilinear without antialiasing: the published code resized tensors with torchvision's
+    then-default ``antialias=None``, which meant none for tensors.
+    """
+    if box is not None:
+        top, left, h, w = box
+        if box_inside(box, images.shape[-2:]):
+            images = TF.crop(images, top, left, h, w)
+        else:
+            images = TF.center_crop(images, [h, w])
+    return TF.resize(images, [side, side], antialias=False)
+
+
+def transform_frames(
+    videos: torch.Tensor, plan: SpatialPlan, config: SpatialAugmentation
+) -> torch.Tensor:
+    """``(B, T, 3, H, W)`` uint8 (or float in [0, 1]) RGB -> ``(B, 3, T, S, S)`` BGR in [-1, 1]."""
+    frames = _flatten(_to_unit_float(videos))
+    if plan.jitter is not None:
+        frames = apply_color_jitter(frames, plan.jitter)
+    frames = crop_and_resize(frames, plan.frame_box, config.img_size)
+    frames = frames[:, [2, 1, 0]]  # RGB -> BGR: the published S3D weights expect BGR
+    return finish_stream(frames, videos.shape[:2], config.channels_last)
 
 
 def augment_batch(
@@ -186,6 +316,10 @@ def augment_batch(
     frame_size: tuple[int, int] | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Crop/jitter (training) or centre-crop (evaluation), resize and normalise a batch.
+
+    The reference transform on rendered heatmaps; the recognition network renders its
+    heatmaps straight into the planned box instead (:func:`dataset.heatmaps.render_heatmaps`
+    with ``box``), which gives the same maps without the full-size ones.
 
     Args:
         videos: ``(B, T, 3, H, W)`` RGB, uint8 or float in [0, 1], or ``None``.
@@ -202,19 +336,19 @@ def augment_batch(
     """
     if videos is None and heatmaps is None:
         raise ValueError("augment_batch needs videos, heatmaps or both")
-    gen = as_generator(generator)
-    frames = None if videos is None else _flatten(_to_unit_float(videos))
-    maps = None if heatmaps is None else _flatten(heatmaps.float())
-    factors = _heatmap_factors(videos, heatmaps, frame_size)
-    if is_train:
-        frames, maps = _train_spatial(frames, maps, factors, config, gen)
-    else:
-        frames, maps = _eval_spatial(frames, maps, factors, config)
-    out_videos = None
-    if frames is not None:
-        frames = frames[:, [2, 1, 0]]  # RGB -> BGR: the published S3D weights expect BGR
-        out_videos = _finish(frames, videos.shape[:2], config.channels_last)
-    out_maps = None if maps is None else _finish(maps, heatmaps.shape[:2], config.channels_last)
+    plan = plan_spatial(
+        None if videos is None else tuple(videos.shape[-2:]),
+        None if heatmaps is None else tuple(heatmaps.shape[-2:]),
+        is_train,
+        config,
+        as_generator(generator),
+        reference_size=frame_size,
+    )
+    out_videos = None if videos is None else transform_frames(videos, plan, config)
+    out_maps = None
+    if heatmaps is not None:
+        maps = crop_and_resize(_flatten(heatmaps.float()), plan.map_box, config.heatmap_size)
+        out_maps = finish_stream(maps, heatmaps.shape[:2], config.channels_last)
     return out_videos, out_maps
 
 
@@ -227,8 +361,8 @@ def _flatten(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1, *x.shape[2:])
 
 
-def _finish(x: torch.Tensor, batch_time: torch.Size, channels_last: bool) -> torch.Tensor:
-    """Normalise to [-1, 1] and lay out as (B, C, T, H, W)."""
+def finish_stream(x: torch.Tensor, batch_time: torch.Size, channels_last: bool) -> torch.Tensor:
+    """``(B*T, C, H, W)`` in [0, 1] -> ``(B, C, T, H, W)`` normalised to [-1, 1]."""
     x = (x - 0.5) / 0.5
     x = x.reshape(*batch_time, *x.shape[1:]).permute(0, 2, 1, 3, 4)
     memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
@@ -236,67 +370,9 @@ def _finish(x: torch.Tensor, batch_time: torch.Size, channels_last: bool) -> tor
 
 
 def _heatmap_factors(
-    videos: torch.Tensor | None,
-    heatmaps: torch.Tensor | None,
-    frame_size: tuple[int, int] | None,
+    frame_size: tuple[int, int] | None, map_size: tuple[int, int] | None
 ) -> tuple[float, float]:
     """Heatmap pixels per RGB pixel, along (height, width)."""
-    if heatmaps is None:
+    if map_size is None or frame_size is None:
         return 1.0, 1.0
-    if videos is not None:
-        frame_size = (videos.shape[-2], videos.shape[-1])
-    if frame_size is None:
-        return 1.0, 1.0
-    return heatmaps.shape[-2] / frame_size[0], heatmaps.shape[-1] / frame_size[1]
-
-
-# The published code resized tensors with torchvision's then-default antialias=None, which
-# meant no antialiasing for tensors; antialias=False reproduces its inputs exactly.
-def _train_spatial(
-    frames: torch.Tensor | None,
-    maps: torch.Tensor | None,
-    factors: tuple[float, float],
-    config: SpatialAugmentation,
-    gen: torch.Generator,
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """One RandomResizedCrop box for the batch; the heatmap box is the RGB box scaled."""
-    scale = (config.bottom_area, 1.0)
-    ratio = (config.aspect_ratio_min, config.aspect_ratio_max)
-    if frames is not None:
-        if config.color_jitter and _uniform(0.0, 1.0, gen) < config.color_jitter_prob:
-            frames = color_jitter(frames, gen)
-        top, left, h, w = sample_crop_box(frames.shape[-2], frames.shape[-1], scale, ratio, gen)
-        size = [config.img_size, config.img_size]
-        frames = TF.resized_crop(frames, top, left, h, w, size, antialias=False)
-        if maps is not None:
-            fh, fw = factors
-            # int() truncation as published; at least one pixel so tiny boxes stay valid
-            top, left = int(top * fh), int(left * fw)
-            h, w = max(1, int(h * fh)), max(1, int(w * fw))
-    elif maps is not None:
-        top, left, h, w = sample_crop_box(maps.shape[-2], maps.shape[-1], scale, ratio, gen)
-    if maps is not None:
-        size = [config.heatmap_size, config.heatmap_size]
-        maps = TF.resized_crop(maps, top, left, h, w, size, antialias=False)
-    return frames, maps
-
-
-def _eval_spatial(
-    frames: torch.Tensor | None,
-    maps: torch.Tensor | None,
-    factors: tuple[float, float],
-    config: SpatialAugmentation,
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    if frames is not None:
-        if config.center_crop:
-            frames = TF.center_crop(frames, [config.center_crop_size, config.center_crop_size])
-        frames = TF.resize(frames, [config.img_size, config.img_size], antialias=False)
-    if maps is not None:
-        if config.center_crop:
-            crop = [
-                int(config.center_crop_size * factors[0]),
-                int(config.center_crop_size * factors[1]),
-            ]
-            maps = TF.center_crop(maps, crop)
-        maps = TF.resize(maps, [config.heatmap_size, config.heatmap_size], antialias=False)
-    return frames, maps
+    return map_size[0] / frame_size[0], map_size[1] / frame_size[1]

@@ -33,9 +33,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dataset.augmentation import SpatialAugmentation, augment_batch
+from dataset.augmentation import (
+    SpatialAugmentation,
+    SpatialPlan,
+    as_generator,
+    box_inside,
+    crop_and_resize,
+    finish_stream,
+    plan_spatial,
+    transform_frames,
+)
 from dataset.gloss_vocabulary import BLANK_ID
-from dataset.heatmaps import render_heatmaps
+from dataset.heatmaps import HeatmapSpec, render_heatmaps
 from modelling.ctc_decoding import ctc_decode
 from modelling.lateral_fusion import LateralConnection
 from modelling.published_checkpoints import recognition_state_dict, state_dict_problems
@@ -46,7 +55,6 @@ from utils.checkpoints import load_checkpoint, model_state_of
 from utils.config import (
     DistillationTerm,
     GlossFeatureChoice,
-    HeatmapConfig,
     RecognitionConfig,
     S3DConfig,
     TransformConfig,
@@ -103,16 +111,18 @@ class RecognitionOutput:
 class VideoPreprocessor(nn.Module):
     """Raw batch -> normalised S3D inputs, on the batch's device, without gradients.
 
-    Keypoints become Gaussian heatmaps (rendered at ``heatmap.map_size``, by default the
-    raw frame size, as published), then frames and heatmaps share one crop (training) or
-    the evaluation resize, RGB -> BGR and ``(x - 0.5) / 0.5``.
+    One crop (training) or the evaluation resize is planned for the batch; the frames are
+    cropped, jittered and resized, RGB -> BGR, and the keypoints are rendered as Gaussian
+    heatmaps straight into the same crop at the stream's input size (see
+    :mod:`dataset.heatmaps`: the published maps, without the raw-size ones); both streams
+    are normalised with ``(x - 0.5) / 0.5``.
     """
 
     def __init__(
         self,
         streams: Sequence[str],
         augmentation: SpatialAugmentation,
-        heatmap: HeatmapConfig | None = None,
+        heatmap: HeatmapSpec | None = None,
         chunk_size: int = 16,
     ) -> None:
         super().__init__()
@@ -139,7 +149,9 @@ class VideoPreprocessor(nn.Module):
             raise ValueError("the keypoint stream needs keypoints (B, T, K, 3)")
         device = (videos if videos is not None else keypoints).device
         with torch.autocast(device.type, enabled=False):  # inputs are prepared in float32
-            return self._prepare(videos if use_rgb else None, keypoints, generator)
+            return self._prepare(
+                videos if use_rgb else None, keypoints if use_keypoints else None, generator
+            )
 
     def _prepare(
         self,
@@ -147,28 +159,38 @@ class VideoPreprocessor(nn.Module):
         keypoints: torch.Tensor | None,
         generator: torch.Generator | int | None,
     ) -> dict[str, torch.Tensor]:
-        heatmaps = self._render(keypoints) if "keypoint" in self.streams else None
-        frames, maps = augment_batch(
-            videos,
-            heatmaps,
-            is_train=self.training,
-            config=self.augmentation,
-            generator=generator,
-            frame_size=self.heatmap.raw_size if self.heatmap else None,
+        plan = plan_spatial(
+            None if videos is None else tuple(videos.shape[-2:]),
+            None if keypoints is None else self.heatmap.render_size,
+            self.training,
+            self.augmentation,
+            as_generator(generator),
+            reference_size=self.heatmap.raw_size if self.heatmap else None,
         )
-        return {name: x for name, x in (("rgb", frames), ("keypoint", maps)) if x is not None}
+        inputs = {}
+        if videos is not None:
+            inputs["rgb"] = transform_frames(videos, plan, self.augmentation)
+        if keypoints is not None:
+            inputs["keypoint"] = self._heatmaps(keypoints, plan)
+        return inputs
 
-    def _render(self, keypoints: torch.Tensor) -> torch.Tensor:
-        cfg = self.heatmap
-        return render_heatmaps(
-            keypoints,
-            raw_size=cfg.raw_size,
-            map_size=cfg.map_size,
-            sigma=cfg.sigma,
-            confidence=cfg.confidence,
-            threshold=cfg.threshold,
+    def _heatmaps(self, keypoints: torch.Tensor, plan: SpatialPlan) -> torch.Tensor:
+        """Keypoints -> the keypoint stream's input ``(B, K, T, S, S)``, S = heatmap_size."""
+        spec, side = self.heatmap, self.augmentation.heatmap_size
+        options = dict(
+            raw_size=spec.raw_size,
+            map_size=spec.map_size,
+            sigma=spec.sigma,
+            confidence=spec.confidence,
+            threshold=spec.threshold,
             chunk_size=self.chunk_size,
         )
+        box = plan.map_box
+        if box is None or box_inside(box, spec.render_size):
+            maps = render_heatmaps(keypoints, box=box, out_size=side, **options).flatten(0, 1)
+        else:  # a centre crop larger than the maps pads them: crop the full-size maps
+            maps = crop_and_resize(render_heatmaps(keypoints, **options).flatten(0, 1), box, side)
+        return finish_stream(maps, keypoints.shape[:2], self.augmentation.channels_last)
 
 
 # --------------------------------------------------------------------------------------------
@@ -765,7 +787,16 @@ def _build_preprocessor(
         center_crop=transform.center_crop,
         center_crop_size=transform.center_crop_size,
     )
-    return VideoPreprocessor(streams, augmentation, heatmap, cfg.preprocess_chunksize)
+    spec = None
+    if heatmap is not None:
+        spec = HeatmapSpec(
+            raw_size=heatmap.raw_size,
+            map_size=heatmap.map_size,
+            sigma=heatmap.sigma,
+            confidence=heatmap.confidence,
+            threshold=heatmap.threshold,
+        )
+    return VideoPreprocessor(streams, augmentation, spec, cfg.preprocess_chunksize)
 
 
 def _load_pretrained_streams(network: RecognitionNetwork, cfg: RecognitionConfig) -> None:

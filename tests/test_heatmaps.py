@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torchvision.transforms.v2.functional as TF
 
 from dataset.heatmaps import render_heatmaps
 
@@ -89,3 +90,32 @@ def test_renders_on_the_keypoints_device():
     torch.testing.assert_close(
         on_gpu.cpu(), render_heatmaps(kp, (260, 210), (64, 64), 4.0), atol=1e-6, rtol=0
     )
+
+
+@pytest.mark.parametrize(
+    ("box", "out_size"),
+    [(None, 112), ((13, 7, 180, 150), 112), ((0, 0, 260, 210), 64), ((40, 30, 50, 61), 80)],
+)
+def test_rendering_into_a_box_equals_crop_and_resize_of_the_full_maps(box, out_size):
+    gen = torch.Generator().manual_seed(4)
+    kp = _random_keypoints(gen, shape=(2, 3, 6))
+    full = render_heatmaps(kp, (260, 210), None, sigma=8.0)
+    crop = full if box is None else full[..., box[0] : box[0] + box[2], box[1] : box[1] + box[3]]
+    expected = TF.resize(crop.flatten(0, 1), [out_size, out_size], antialias=False)
+    direct = render_heatmaps(kp, (260, 210), None, sigma=8.0, box=box, out_size=out_size)
+    assert direct.shape == (2, 3, 6, out_size, out_size)
+    torch.testing.assert_close(direct.flatten(0, 1), expected, atol=2e-7, rtol=1e-6)
+
+
+def test_rendering_into_a_box_with_confidence_and_map_size():
+    gen = torch.Generator().manual_seed(6)
+    kp = _random_keypoints(gen)
+    options = dict(sigma=3.0, confidence=True, threshold=0.4)
+    full = render_heatmaps(kp, (260, 210), (130, 105), **options)
+    expected = TF.resize(full[..., 5:125, 10:100].flatten(0, 1), [56, 56], antialias=False)
+    direct = render_heatmaps(
+        kp, (260, 210), (130, 105), box=(5, 10, 120, 90), out_size=56, **options
+    )
+    torch.testing.assert_close(direct.flatten(0, 1), expected, atol=2e-7, rtol=1e-6)
+    with pytest.raises(ValueError, match="outside"):
+        render_heatmaps(kp, (260, 210), (130, 105), box=(50, 0, 100, 10), out_size=8)

@@ -8,6 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dataset.augmentation import SpatialAugmentation, augment_batch
+from dataset.heatmaps import HeatmapSpec, render_heatmaps
 from modelling.published_checkpoints import load_recognition_state_dict, to_published_state_dict
 from modelling.recognition_network import (
     FUSE_METHODS,
@@ -15,6 +17,7 @@ from modelling.recognition_network import (
     STREAMS,
     TEACHER_HEADS,
     RecognitionNetwork,
+    VideoPreprocessor,
     build_recognition_network,
 )
 from utils.config import DISTILLATION_TEACHERS, Config, config_from_dict
@@ -469,3 +472,33 @@ def test_distillation_needs_matching_time_resolution() -> None:
 
 def test_every_distillation_teacher_of_the_config_has_a_head():
     assert set(TEACHER_HEADS) == set(DISTILLATION_TEACHERS)
+
+
+@pytest.mark.parametrize("is_train", [True, False])
+@pytest.mark.parametrize("center_crop_size", [None, 40, 70])
+@pytest.mark.parametrize("streams", [("rgb", "keypoint"), ("keypoint",)])
+def test_preprocessing_renders_the_published_heatmaps_into_the_crop(
+    is_train, center_crop_size, streams
+):
+    """Direct rendering into the planned box = full-size maps cropped and resized as published."""
+    spec = HeatmapSpec(raw_size=(60, 50), sigma=3.0)
+    augmentation = SpatialAugmentation(
+        img_size=32,
+        heatmap_size=16,
+        color_jitter=True,
+        color_jitter_prob=1.0,
+        center_crop=center_crop_size is not None,
+        center_crop_size=center_crop_size or 224,
+    )
+    preprocessor = VideoPreprocessor(streams, augmentation, spec).train(is_train)
+    gen = torch.Generator().manual_seed(3)
+    videos = torch.randint(0, 256, (2, 4, 3, 60, 50), dtype=torch.uint8, generator=gen)
+    keypoints = torch.rand(2, 4, 7, 3, generator=gen) * torch.tensor([50.0, 60.0, 1.0])
+    got = preprocessor(videos, keypoints, generator=11)
+    dense = render_heatmaps(keypoints, spec.raw_size, sigma=spec.sigma)
+    rgb = videos if "rgb" in streams else None
+    expected = augment_batch(rgb, dense, is_train, augmentation, 11, frame_size=spec.raw_size)
+    assert sorted(got) == sorted(streams)
+    torch.testing.assert_close(got["keypoint"], expected[1], atol=1e-6, rtol=0)
+    if rgb is not None:
+        assert torch.equal(got["rgb"], expected[0])
