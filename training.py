@@ -15,6 +15,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from engine.experiment import (
@@ -91,6 +92,7 @@ def run(args: argparse.Namespace) -> None:
             f"python prediction.py --config {args.config}"
         )
     ctx = init_distributed(cfg.training.device)
+    torch.backends.cudnn.benchmark = cfg.training.cudnn_benchmark
     resume = args.resume or cfg.training.from_ckpt
     model_dir = prepare_model_dir(cfg, resume, args.config, ctx)
     setup_logging(model_dir / "train.log", ctx.is_main)

@@ -120,7 +120,7 @@ def _num_keypoints(cfg: Config) -> int:
 
 
 def _recognition_network(cfg: Config, vocabs: Vocabularies, input_mode: str) -> nn.Module:
-    return build_recognition_network(
+    network = build_recognition_network(
         cfg.model.RecognitionNetwork,
         cfg.data.input_streams,
         cfg.data.transform_cfg,
@@ -129,6 +129,9 @@ def _recognition_network(cfg: Config, vocabs: Vocabularies, input_mode: str) -> 
         input_mode,
         channels_last=cfg.training.channels_last,
     )
+    if cfg.training.compile:
+        network.compile_streams()
+    return network
 
 
 def _build_s2g(cfg: Config, vocabs: Vocabularies) -> nn.Module:

@@ -14,6 +14,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,22 +64,64 @@ EvaluateFn = Callable[[nn.Module, str], Evaluation]
 
 
 class LossWindow:
-    """Running sums of the named loss terms between two log points (kept on the device)."""
+    """Running sums of the named loss terms between two log points (kept on the device).
+
+    Only steps whose loss was finite count; the mask stays a tensor, so adding a step never
+    waits for the device.
+    """
 
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}
-        self.count = 0
+        self.count: torch.Tensor | int = 0
 
-    def add(self, losses: Mapping[str, torch.Tensor]) -> None:
+    def add(self, losses: Mapping[str, torch.Tensor], finite: torch.Tensor | bool = True) -> None:
+        keep = torch.as_tensor(finite, device=next(iter(losses.values())).device).float()
         for name, value in losses.items():
-            value = value.detach().float()
+            value = torch.where(keep > 0, value.detach().float(), 0.0)
             self.sums[name] = self.sums[name] + value if name in self.sums else value
-        self.count += 1
+        self.count = self.count + keep
 
     def pop_means(self) -> dict[str, float]:
-        means = {name: (total / max(self.count, 1)).item() for name, total in self.sums.items()}
+        count = float(self.count)
+        means = {name: (total / max(count, 1.0)).item() for name, total in self.sums.items()}
         self.sums, self.count = {}, 0
         return means
+
+
+@dataclass
+class NonFiniteSteps:
+    """Steps with a non-finite loss: recorded on the device, looked at (one sync) at log points.
+
+    Every skipped step is logged with its loss terms, and ``limit`` of them in a row abort
+    training with :class:`NonFiniteLossError`, as if each step had been checked at once.
+    """
+
+    limit: int
+    in_a_row: int = 0
+    total: int = 0
+    pending: list[tuple[int, torch.Tensor, dict[str, torch.Tensor]]] = field(default_factory=list)
+
+    def record(self, step: int, finite: torch.Tensor, losses: Mapping[str, torch.Tensor]) -> None:
+        self.pending.append((step, finite, {k: v.detach() for k, v in losses.items()}))
+
+    def check(self) -> None:
+        if not self.pending:
+            return
+        flags = torch.stack([f.reshape(()) for _, f, _ in self.pending]).tolist()
+        pending, self.pending = self.pending, []
+        for (step, _, losses), finite in zip(pending, flags):
+            if finite:
+                self.in_a_row = 0
+                continue
+            self.in_a_row += 1
+            self.total += 1
+            terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
+            logger.warning("step %d: non-finite loss, step skipped (%s)", step, terms)
+            if self.in_a_row >= self.limit:
+                raise NonFiniteLossError(
+                    f"{self.in_a_row} non-finite losses in a row, the last at step {step} "
+                    f"({terms}); lower the learning rate or check the data"
+                )
 
 
 class Trainer:
@@ -118,8 +161,15 @@ class Trainer:
         self.global_step = 0
         self.best_score: float | None = None
         self.best_step: int | None = None
-        self.nonfinite_in_a_row = 0
-        self.nonfinite_total = 0
+        self.nonfinite = NonFiniteSteps(self.tcfg.max_nonfinite_steps)
+        # fused Adam skips a step on the device when told found_inf: no wait for the device
+        self.skip_on_device = (
+            isinstance(self.optimizer, (torch.optim.Adam, torch.optim.AdamW))
+            and bool(self.optimizer.defaults.get("fused"))
+            and self.averaged is None
+        )
+        self.window_started = time.perf_counter()
+        self.window_samples = 0
         self.validated_step: int | None = None
         self.progress: tqdm | None = None
         self.losses = LossWindow()
@@ -206,34 +256,42 @@ class Trainer:
 
     # -- one step -------------------------------------------------------------------------
     def _train_step(self, batch: Mapping[str, Any]) -> None:
-        started = time.perf_counter()
         batch = move_to_device(batch, self.ctx.device)
         generator = step_generator(self.tcfg.random_seed, self.global_step, self.ctx.rank)
         with autocast_context(self.tcfg.mixed_precision, self.ctx.device):
             losses = self.network(batch, generator=generator).losses
         losses["total"].float().backward()
-        if self._all_finite(losses["total"]):
+        finite = self._all_finite(losses["total"])
+        if self.skip_on_device:
+            self._optimizer_step(found_inf=(~finite).float())
+        elif bool(finite):  # the optimiser cannot skip by itself: look now
             self._optimizer_step()
-            self.nonfinite_in_a_row = 0
-            self.losses.add(losses)
-        else:
-            self._skip_step(losses)
+        self.losses.add(losses, finite)
+        self.nonfinite.record(self.global_step, finite, losses)
+        if not self.skip_on_device:
+            self.nonfinite.check()
         self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
+        self.window_samples += len(batch["names"])
         if self.global_step % self.tcfg.log_every == 0:
-            self._log_training(len(batch["names"]) / (time.perf_counter() - started))
+            self.nonfinite.check()
+            self._log_training()
 
-    def _all_finite(self, total: torch.Tensor) -> bool:
-        """True when the loss is finite on every rank (all ranks must skip together)."""
-        finite = torch.isfinite(total.detach()).to(torch.float32).reshape(1)
+    def _all_finite(self, total: torch.Tensor) -> torch.Tensor:
+        """A device bool: the loss is finite on every rank (all ranks must skip together)."""
+        finite = torch.isfinite(total.detach()).reshape(())
         if self.ctx.is_distributed:
-            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-        return bool(finite.item())
+            flag = finite.to(torch.float32).reshape(1)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            finite = flag.reshape(()) > 0
+        return finite
 
-    def _optimizer_step(self) -> None:
+    def _optimizer_step(self, found_inf: torch.Tensor | None = None) -> None:
         if self.clip_gradients is not None:
             self.clip_gradients(self.trainable)
         self._warm_up()
+        if found_inf is not None:
+            self.optimizer.found_inf = found_inf  # read by the fused kernel: skip when 1
         self.optimizer.step()
         if self.averaged is not None:
             self.averaged.update_parameters(self.model)
@@ -246,19 +304,11 @@ class Trainer:
             for group, scheduled in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
                 group["lr"] = scheduled * factor
 
-    def _skip_step(self, losses: Mapping[str, torch.Tensor]) -> None:
-        self.nonfinite_in_a_row += 1
-        self.nonfinite_total += 1
-        terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
-        logger.warning("step %d: non-finite loss, step skipped (%s)", self.global_step, terms)
-        if self.nonfinite_in_a_row >= self.tcfg.max_nonfinite_steps:
-            raise NonFiniteLossError(
-                f"{self.nonfinite_in_a_row} non-finite losses in a row, the last at step "
-                f"{self.global_step} ({terms}); lower the learning rate or check the data"
-            )
-
-    def _log_training(self, samples_per_second: float) -> None:
+    def _log_training(self) -> None:
         means = self.losses.pop_means()
+        now = time.perf_counter()
+        samples_per_second = self.window_samples / max(now - self.window_started, 1e-9)
+        self.window_started, self.window_samples = now, 0
         if self.ctx.is_distributed:  # log the global loss, not rank 0's share
             names = sorted(means)
             means = dict(zip(names, mean_over_ranks([means[n] for n in names], self.ctx.device)))
@@ -269,7 +319,7 @@ class Trainer:
             self.writer.add(
                 f"train/lr_{group.get('name', 'default')}", group["lr"], self.global_step
             )
-        self.writer.add("train/nonfinite_steps", self.nonfinite_total, self.global_step)
+        self.writer.add("train/nonfinite_steps", self.nonfinite.total, self.global_step)
         lr = self.optimizer.param_groups[0]["lr"]
         if self.progress is not None:
             self.progress.set_postfix(
@@ -287,6 +337,7 @@ class Trainer:
 
     # -- validation and checkpoints ---------------------------------------------------------
     def _validate_and_save(self) -> None:
+        self.nonfinite.check()  # the checkpoint records every skipped step so far
         # every rank validates (and decides from memory, never from files rank 0 may still write)
         self.validated_step = self.global_step
         evaluation = self.evaluate(self.validated_model, "dev")
@@ -307,6 +358,7 @@ class Trainer:
                 self.best_step,
             )
             self.checkpoints.save(state, self.global_step, is_best=improved)
+        self.window_started = time.perf_counter()  # throughput counts training time only
 
     @property
     def validated_model(self) -> nn.Module:
@@ -331,7 +383,7 @@ class Trainer:
             "batches_done": self.position.batches_done,
             "best_score": self.best_score,
             "best_step": self.best_step,
-            "nonfinite_total": self.nonfinite_total,
+            "nonfinite_total": self.nonfinite.total,
             "rng_states": rng_states,
             "world_size": self.ctx.world_size,
             "config": to_dict(self.cfg),
@@ -370,7 +422,7 @@ class Trainer:
         if self.position.batches_done >= self.steps_per_epoch:
             self.position = DataPosition(self.position.epoch + 1, 0)
         self.best_score, self.best_step = state["best_score"], state["best_step"]
-        self.nonfinite_total = state.get("nonfinite_total", 0)
+        self.nonfinite.total = state.get("nonfinite_total", 0)
         restore_rng_state(state["rng_states"][self.ctx.rank])
 
     def _load_average(self, state: dict, path: Path) -> None:

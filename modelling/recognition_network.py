@@ -413,6 +413,14 @@ class RecognitionNetwork(nn.Module):
         super().train(mode and not self.frozen)
         return self
 
+    def compile_streams(self) -> None:
+        """``torch.compile`` the S3D streams, laterals and pyramids (time and batch dynamic).
+
+        The heads and losses stay eager: their masked, length-dependent work would recompile.
+        """
+        if self.backbone is not None:
+            self.backbone.compile(dynamic=True)
+
     def use_channels_last(self) -> None:
         """Lay the S3D streams and their inputs out as ``torch.channels_last_3d``."""
         if self.backbone is not None:

@@ -1,4 +1,10 @@
-"""CTC decoding: prefix beam search against exhaustive search, greedy, batches."""
+"""CTC decoding: the batched search against TensorFlow's ids and the per-sample reference.
+
+The per-sample reference (``tests/ctc_reference.py``) is checked against exhaustive search;
+the batched decoder of the project is compared with it sample for sample on small
+vocabularies with frequent merges, exact ties, masked scores, unnormalised scores and a
+Phoenix-sized batch.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from modelling.ctc_decoding import (
-    ctc_decode,
-    ctc_greedy_decode,
-    merge_repeats,
-    prefix_beam_search,
-)
+from modelling.ctc_decoding import ctc_decode, ctc_decode_scores, ctc_greedy_decode, merge_repeats
+from tests import ctc_reference
+from tests.ctc_reference import prefix_beam_search, reference_decode
 
 
 def _collapse(path: tuple[int, ...]) -> tuple[int, ...]:
@@ -122,6 +125,8 @@ def test_scores_are_normalised_first() -> None:
 def test_beam_size_must_be_positive() -> None:
     with pytest.raises(ValueError):
         prefix_beam_search(np.zeros((2, 3)), 0)
+    with pytest.raises(ValueError):
+        ctc_decode(torch.zeros(1, 2, 3), torch.tensor([2]), 0)
 
 
 # -- TensorFlow's decoder, as the published code used it ----------------------------------------
@@ -146,3 +151,155 @@ def test_beam_search_reproduces_the_published_tensorflow_decoder() -> None:
         ours = ctc_decode(logits, lengths, int(data["beams"][case]))
         expected = [[int(i) for i in row if i >= 0] for row in data["decoded"][case]]
         assert ours == expected, f"case {case}"
+
+
+def test_the_fixture_needs_the_discard_quirk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fixture has teeth: without the quirk the reference itself fails on it."""
+    original = ctc_reference._offer
+
+    def offer_without_discarding(heap, parent, label, score, existing_child) -> None:
+        discarded = heap.discarded.copy()
+        original(heap, parent, label, score, existing_child)
+        heap.discarded[:] = discarded
+
+    monkeypatch.setattr(ctc_reference, "_offer", offer_without_discarding)
+    data = np.load(TF_REFERENCE)
+    failures = 0
+    for case in range(len(data["beams"])):
+        logits = torch.from_numpy(data["logits"][case, :, :, : int(data["vocab"][case])])
+        decoded = reference_decode(
+            logits, torch.from_numpy(data["lengths"][case]), int(data["beams"][case])
+        )
+        failures += decoded != [[int(i) for i in row if i >= 0] for row in data["decoded"][case]]
+    assert failures > 0
+
+
+# -- the batched search against the per-sample reference --------------------------------------
+KINDS = ("normal", "rounded", "halves", "binary", "log2", "peaked", "masked")
+
+
+def _scores(rng: np.random.Generator, shape: tuple[int, int, int], kind: str) -> np.ndarray:
+    """Flat, peaked, quantised (exact ties), binary, log2-spaced or partly -inf scores."""
+    scale = rng.choice([0.2, 0.5, 1.0, 2.0, 4.0, 10.0])
+    logits = rng.normal(0.0, scale, shape)
+    if kind == "rounded":
+        logits = np.round(logits)
+    elif kind == "halves":
+        logits = np.round(logits * 2) / 2
+    elif kind == "binary":
+        logits = rng.integers(0, 2, shape) * scale
+    elif kind == "log2":  # sums of log-probabilities tie exactly
+        logits = rng.integers(0, 3, shape) * np.log(2)
+    elif kind == "peaked":
+        logits[..., 0] += rng.uniform(0, 8)
+        boost = rng.integers(1, shape[2], (*shape[:2], 3))
+        peaks = np.take_along_axis(logits, boost, -1) + rng.uniform(2, 8, boost.shape)
+        np.put_along_axis(logits, boost, peaks, -1)
+    elif kind == "masked":  # -inf for some classes, sometimes the blank
+        logits[rng.random(shape) < 0.3] = -np.inf
+        logits[..., 1] = np.where(np.isinf(logits).all(-1), 0.0, logits[..., 1])
+    return logits.astype(np.float32)
+
+
+def _assert_same_ids(logits: torch.Tensor, lengths: torch.Tensor, beam: int) -> None:
+    expected = reference_decode(logits, lengths, beam)
+    got = ctc_decode(logits, lengths, beam)
+    for b, (want, ours) in enumerate(zip(expected, got, strict=True)):
+        assert ours == want, f"sample {b}, beam {beam}, length {int(lengths[b])}"
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_small_vocabularies_with_frequent_merges(seed: int) -> None:
+    """2..6 classes: children, repeats, merges and beams dropping out at nearly every step."""
+    rng = np.random.default_rng(seed)
+    for _ in range(40):
+        batch, time, vocab = (
+            int(rng.integers(1, 10)),
+            int(rng.integers(1, 13)),
+            int(rng.integers(2, 7)),
+        )
+        kind = KINDS[int(rng.integers(len(KINDS)))]
+        lengths = torch.from_numpy(rng.integers(0, time + 1, batch))
+        if rng.random() < 0.2:
+            lengths[0] = 1
+        logits = torch.from_numpy(_scores(rng, (batch, time, vocab), kind))
+        _assert_same_ids(logits, lengths, int(rng.integers(1, 11)))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_exact_ties_everywhere(seed: int) -> None:
+    """Integer / log2-spaced scores: equal scores at the heap's bottom, in every order."""
+    rng = np.random.default_rng(1000 + seed)
+    for it in range(30):
+        time, vocab, beam = (
+            int(rng.integers(2, 12)),
+            int(rng.integers(3, 12)),
+            int(rng.integers(2, 11)),
+        )
+        logits = _scores(rng, (16, time, vocab), ("binary", "log2", "rounded")[it % 3])
+        _assert_same_ids(torch.from_numpy(logits), torch.full((16,), time), beam)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_larger_vocabularies_and_long_clips(seed: int) -> None:
+    rng = np.random.default_rng(2000 + seed)
+    for _ in range(6):
+        batch, time = int(rng.integers(1, 24)), int(rng.integers(1, 30))
+        vocab = int(rng.choice([8, 20, 50, 200, 1124]))
+        logits = _scores(rng, (batch, time, vocab), KINDS[int(rng.integers(len(KINDS)))])
+        lengths = torch.from_numpy(rng.integers(0, time + 1, batch))
+        _assert_same_ids(torch.from_numpy(logits), lengths, int(rng.integers(1, 11)))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_unnormalised_scores_match_the_search_itself(seed: int) -> None:
+    """Raw scores straight into the search: an extension may then beat its parent, so the
+    per-beam gate of TensorFlow's admission order matters too."""
+    rng = np.random.default_rng(3000 + seed)
+    for it in range(30):
+        time, vocab, beam = (
+            int(rng.integers(1, 10)),
+            int(rng.integers(2, 10)),
+            int(rng.integers(1, 11)),
+        )
+        scores = [
+            rng.normal(0, 2, (16, time, vocab)),
+            rng.integers(-2, 3, (16, time, vocab)) * 0.5,
+            rng.integers(-3, 1, (16, time, vocab)) * np.log(2),
+        ][it % 3].astype(np.float32)
+        lengths = rng.integers(0, time + 1, 16)
+        ours = ctc_decode_scores(scores, lengths, beam)
+        for b in range(16):
+            best = prefix_beam_search(scores[b, : lengths[b]], beam)[0][0]
+            assert ours[b] == merge_repeats(best), f"iteration {it}, sample {b}"
+
+
+@pytest.mark.parametrize(("kind", "beam"), [("peaked", 1), ("peaked", 5), ("rounded", 5)])
+def test_a_phoenix_sized_batch(kind: str, beam: int) -> None:
+    """519 clips (Phoenix-2014T dev), up to 29 steps, 1124 glosses: every sample the same."""
+    rng = np.random.default_rng({"peaked": 1, "rounded": 3}[kind])
+    logits = _scores(rng, (519, 29, 1124), kind)
+    lengths = torch.from_numpy(rng.integers(1, 30, 519))
+    _assert_same_ids(torch.from_numpy(logits), lengths, beam)
+
+
+def test_uniform_scores_are_one_long_tie() -> None:
+    logits = torch.zeros(7, 6, 9)
+    for beam in range(1, 11):
+        _assert_same_ids(logits, torch.tensor([6, 5, 4, 3, 2, 1, 0]), beam)
+
+
+def test_edge_shapes_and_bad_arguments() -> None:
+    assert ctc_decode_scores(np.zeros((0, 5, 4), np.float32), np.zeros(0, int), 3) == []
+    assert ctc_decode_scores(np.zeros((2, 0, 4), np.float32), np.zeros(2, int), 3) == [[], []]
+    assert ctc_decode_scores(np.zeros((2, 3, 1), np.float32), np.array([3, 1]), 2) == [[], []]
+    one_hot = torch.nn.functional.one_hot(torch.tensor([[2, 0, 2, 0, 4]]), 5).float() * 20
+    scores = one_hot.log_softmax(-1).numpy()
+    assert ctc_decode_scores(scores, np.array([9]), 1) == [[2, 4]]  # lengths clipped to T
+    for scores, lengths, beam in [
+        (np.zeros((1, 2, 3)), [2], 0),
+        (np.zeros((2, 3)), [2], 1),
+        (np.zeros((1, 2, 3)), [-1], 1),
+    ]:
+        with pytest.raises(ValueError):
+            ctc_decode_scores(np.asarray(scores, np.float32), np.array(lengths), beam)

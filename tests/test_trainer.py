@@ -103,9 +103,9 @@ def _record_losses(trainer: Trainer) -> list[float]:
     seen: list[float] = []
     original = trainer.losses.add
 
-    def add(losses):
+    def add(losses, finite=True):
         seen.append(losses["total"].item())
-        original(losses)
+        original(losses, finite)
 
     trainer.losses.add = add
     return seen
@@ -263,3 +263,30 @@ def test_resume_with_a_moving_average_needs_one_in_the_checkpoint(tmp_path: Path
 def test_ema_decay_must_be_inside_zero_one(tmp_path: Path, decay: float):
     with pytest.raises(ConfigurationError, match=r"training\.ema_decay"):
         _config(tmp_path, ema_decay=decay)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_nonfinite_steps_between_log_points_are_still_all_seen(tmp_path: Path, optimizer, caplog):
+    """Fused Adam skips on the device and is looked at every log_every steps; SGD at once."""
+    model = Regressor()
+    trainer = _trainer(
+        tmp_path,
+        model=model,
+        max_nonfinite_steps=3,
+        log_every=4,
+        optimization={
+            "learning_rate": {"default": 0.05},
+            "scheduler": "none",
+            "optimizer": optimizer,
+        },
+    )
+    assert trainer.skip_on_device == (optimizer == "adam")
+    before = model.layer.weight.detach().clone()
+    model.poison = True
+    with pytest.raises(
+        NonFiniteLossError, match=r"3 non-finite losses in a row, the last at step 2"
+    ):
+        trainer.train()
+    assert torch.equal(model.layer.weight, before)
+    assert trainer.global_step == (4 if optimizer == "adam" else 2)  # raised at step 2
+    assert caplog.text.count("non-finite loss, step skipped") == 3

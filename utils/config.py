@@ -629,6 +629,8 @@ class TrainingConfig:
     max_steps: int | None = None  # new: stop after this many optimiser steps (short runs)
     mixed_precision: Literal["fp32", "bf16"] = "fp32"  # new: bf16 autocast (GPU and CPU)
     channels_last: bool = False  # new: channels_last_3d memory format for the S3D streams
+    cudnn_benchmark: bool = False  # new: let cuDNN pick the fastest convolution algorithms
+    compile: bool = False  # new: torch.compile the S3D streams and laterals (GPU)
     max_nonfinite_steps: int = 10  # new: this many non-finite losses in a row abort training
     log_every: int = 10  # new: steps between TensorBoard/log scalars
     device: Literal["auto", "cpu", "cuda"] = "auto"  # new
