@@ -65,15 +65,17 @@ def batch_features(
     """(feature name, sample name, (T, D) valid part) of every sample of the batch."""
     if task == "S2G":
         output = model.recognise(batch, with_labels=False)
+        lengths = output.lengths.cpu().tolist()
         for stream, features in output.head_inputs.items():
-            lengths = output.lengths
+            features = features.float().cpu()  # one copy per stream and batch
             for i, name in enumerate(batch["names"]):
-                yield head_input_name(stream), name, features[i, : int(lengths[i])]
+                yield head_input_name(stream), name, features[i, : lengths[i]].clone()
     else:
         inputs = model.encoder_inputs(model.recognise(batch, with_labels=False))
-        valid = inputs["attention_mask"].sum(1)
+        valid = inputs["attention_mask"].sum(1).cpu().tolist()
+        embeds = inputs["inputs_embeds"].float().cpu()
         for i, name in enumerate(batch["names"]):
-            yield "inputs_embeds", name, inputs["inputs_embeds"][i, : int(valid[i])]
+            yield "inputs_embeds", name, embeds[i, : valid[i]].clone()
 
 
 def extract_split(
@@ -86,7 +88,7 @@ def extract_split(
         for batch in split_loader(cfg, split, vocabs, ctx):
             batch = move_to_device(batch, ctx.device)
             for feature, name, value in batch_features(model, batch, cfg.task):
-                found[feature][name] = value.float().cpu()
+                found[feature][name] = value
     return found
 
 

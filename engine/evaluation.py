@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from modelling.sign_language_model import PendingGlosses, decode_pending
 from utils.config import DecodingConfig
 from utils.distributed import DistributedContext, autocast_context, gather_objects, move_to_device
 from utils.errors import DataError
@@ -61,20 +62,29 @@ class Evaluation:
         return self.score > best if self.higher_is_better else self.score < best
 
 
+DECODE_EVERY = 64
+"""Clips whose gloss posteriors are held before one batched CTC search decodes them."""
+
+
 def collect_predictions(
     model: nn.Module,
     loader: DataLoader,
     decoding: DecodingConfig,
     ctx: DistributedContext,
     mixed_precision: str = "fp32",
+    decode_every: int = DECODE_EVERY,
 ) -> list[dict[str, Any]]:
     """Per-sample records ``{name, ref_gloss, ref_text, <hypotheses>}`` of the whole split.
 
-    Under DDP every rank decodes its shard; the records are gathered on every rank and
-    duplicates (the sampler pads shards to equal size) dropped. Order: by sample name.
+    Gloss posteriors (models with ``predict_pending``) are decoded ``decode_every`` clips at
+    a time, one batched search per head, instead of one search per batch. Under DDP every
+    rank decodes its shard; the records are gathered on every rank and duplicates (the
+    sampler pads shards to equal size) dropped. Order: by sample name.
     """
     model.eval()
+    predict = getattr(model, "predict_pending", model.predict)
     records: list[dict[str, Any]] = []
+    waiting = _PendingRecords()
     with torch.no_grad():
         for batch in tqdm(
             loader,
@@ -85,8 +95,11 @@ def collect_predictions(
         ):
             batch = move_to_device(batch, ctx.device)
             with autocast_context(mixed_precision, ctx.device):
-                hypotheses = model.predict(batch, decoding)
-            records.extend(_records_of(batch, hypotheses))
+                hypotheses = predict(batch, decoding)
+            records.extend(waiting.add(batch, hypotheses))
+            if waiting.size >= decode_every:
+                waiting.decode()
+    waiting.decode()
     merged = {r["name"]: r for shard in gather_objects(records) for r in shard}
     return [merged[name] for name in sorted(merged)]
 
@@ -98,6 +111,35 @@ def _records_of(
         record = {"name": name, "ref_gloss": batch["glosses"][i], "ref_text": batch["texts"][i]}
         record.update({key: values[i] for key, values in hypotheses.items()})
         yield record
+
+
+class _PendingRecords:
+    """Records whose gloss hypotheses wait for a batched decode (filled in place)."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+        self.parts: dict[str, list[PendingGlosses]] = {}
+
+    @property
+    def size(self) -> int:
+        return len(self.records)
+
+    def add(self, batch: Mapping[str, Any], hypotheses: Mapping[str, Any]) -> list[dict]:
+        """The batch's records; their pending entries are filled by :meth:`decode`."""
+        ready = {k: v for k, v in hypotheses.items() if not isinstance(v, PendingGlosses)}
+        records = list(_records_of(batch, ready))
+        pending = {k: v for k, v in hypotheses.items() if isinstance(v, PendingGlosses)}
+        if pending:
+            self.records.extend(records)
+            for key, part in pending.items():
+                self.parts.setdefault(key, []).append(part)
+        return records
+
+    def decode(self) -> None:
+        for key, parts in self.parts.items():
+            for record, hypothesis in zip(self.records, decode_pending(parts), strict=True):
+                record[key] = hypothesis
+        self.records, self.parts = [], {}
 
 
 def score_records(

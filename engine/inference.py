@@ -168,10 +168,14 @@ def collect_logits(
     with torch.no_grad():
         for batch in loader:
             heads = model.gloss_log_probs(move_to_device(batch, ctx.device))
+            on_cpu = {  # one copy per head and batch
+                head: (log_probs.float().cpu(), lengths.cpu().tolist())
+                for head, (log_probs, lengths) in heads.items()
+            }
             for i, name in enumerate(batch["names"]):
                 per_sample[name] = {
-                    head: log_probs[i, : int(lengths[i])].float().cpu()
-                    for head, (log_probs, lengths) in heads.items()
+                    head: log_probs[i, : lengths[i]].clone()
+                    for head, (log_probs, lengths) in on_cpu.items()
                 }
     merged: dict[str, dict[str, torch.Tensor]] = {}
     for shard in gather_objects(per_sample):

@@ -14,7 +14,10 @@ Every task model takes a batch from :mod:`engine.task_data` and offers
 * ``forward(batch, generator=None) -> TaskOutput`` with ``losses``: the named loss terms
   (as they enter the total, i.e. weighted) and ``total``;
 * ``predict(batch, decoding) -> {key: list of strings}``: ``gloss_<head>`` per recognition
-  head and ``text`` for translation;
+  head and ``text`` for translation; recognition models also offer ``predict_pending``,
+  whose gloss entries are :class:`PendingGlosses` (posteriors on the CPU) that
+  :func:`decode_pending` decodes for many batches at once (what evaluation does: one
+  batched CTC search per head for a whole chunk of the split, not one per clip);
 * ``optimizer_modules()``: the top-level modules with their own learning rate.
 
 The top-level module names (``recognition_network``, ``vl_mapper``,
@@ -23,14 +26,16 @@ The top-level module names (``recognition_network``, ``vl_mapper``,
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from dataset.gloss_vocabulary import GlossVocabulary
+from modelling.ctc_decoding import ctc_decode_scores
 from modelling.recognition_network import RecognitionNetwork, RecognitionOutput
 from utils.config import DecodingConfig
 
@@ -55,15 +60,56 @@ def weighted_recognition_losses(
     }
 
 
-def decode_glosses(
-    network: RecognitionNetwork,
-    output: RecognitionOutput,
-    vocabulary: GlossVocabulary,
-    beam_size: int,
-) -> dict[str, list[str]]:
-    """``gloss_<head>`` -> one gloss string per sample, for every head of ``output``."""
-    decoded = network.decode(output, beam_size=beam_size)
-    return {f"gloss_{head}": vocabulary.decode(ids) for head, ids in decoded.items()}
+@dataclass(frozen=True)
+class GlossDecoder:
+    """CTC decoding (the published beam search) of gloss posteriors into gloss strings."""
+
+    vocabulary: GlossVocabulary
+    beam_size: int
+
+    def __call__(self, scores: np.ndarray, lengths: np.ndarray) -> list[str]:
+        """``scores`` ``(B, T', V)`` log-softmax-normalised, ``lengths`` ``(B,)`` -> B strings."""
+        return self.vocabulary.decode(ctc_decode_scores(scores, lengths, self.beam_size))
+
+
+@dataclass
+class PendingGlosses:
+    """One head's gloss posteriors for a batch, waiting to be decoded with other batches."""
+
+    scores: np.ndarray  # (B, T', V) float32 log-softmax, on the CPU
+    lengths: np.ndarray  # (B,) valid steps
+    decoder: GlossDecoder
+
+
+def pending_glosses(output: RecognitionOutput, decoder: GlossDecoder) -> dict[str, PendingGlosses]:
+    """``gloss_<head>`` -> the head's posteriors, one copy to the CPU per head."""
+    return {
+        f"gloss_{name}": PendingGlosses(
+            head.log_probs.detach().float().log_softmax(-1).cpu().numpy(),
+            head.lengths.detach().cpu().numpy(),
+            decoder,
+        )
+        for name, head in output.heads.items()
+    }
+
+
+def decode_pending(parts: Sequence[PendingGlosses]) -> list[str]:
+    """Decode several batches of one head in one batched search: their strings in order."""
+    if not parts:
+        return []
+    steps = max(p.scores.shape[1] for p in parts)
+    scores = np.concatenate(
+        [np.pad(p.scores, ((0, 0), (0, steps - p.scores.shape[1]), (0, 0))) for p in parts]
+    )
+    return parts[0].decoder(scores, np.concatenate([p.lengths for p in parts]))
+
+
+def resolve(hypotheses: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Hypotheses with every :class:`PendingGlosses` decoded (one batch)."""
+    return {
+        key: decode_pending([value]) if isinstance(value, PendingGlosses) else value
+        for key, value in hypotheses.items()
+    }
 
 
 class SignToGloss(nn.Module):
@@ -95,11 +141,14 @@ class SignToGloss(nn.Module):
         return TaskOutput(losses=losses, recognition=output)
 
     @torch.no_grad()
-    def predict(self, batch: Batch, decoding: DecodingConfig) -> dict[str, list[str]]:
+    def predict_pending(self, batch: Batch, decoding: DecodingConfig) -> dict[str, Any]:
         output = self.recognise(batch, with_labels=False)
-        return decode_glosses(
-            self.recognition_network, output, self.vocabulary, decoding.recognition.beam_size
+        return pending_glosses(
+            output, GlossDecoder(self.vocabulary, decoding.recognition.beam_size)
         )
+
+    def predict(self, batch: Batch, decoding: DecodingConfig) -> dict[str, list[str]]:
+        return resolve(self.predict_pending(batch, decoding))
 
     @torch.no_grad()
     def gloss_log_probs(self, batch: Batch) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -209,15 +258,17 @@ class SignToText(nn.Module):
         return TaskOutput(losses=losses, recognition=recognition, translation=translation)
 
     @torch.no_grad()
-    def predict(self, batch: Batch, decoding: DecodingConfig) -> dict[str, list[str]]:
+    def predict_pending(self, batch: Batch, decoding: DecodingConfig) -> dict[str, Any]:
         recognition = self.recognise(batch, with_labels=False)
-        hypotheses = decode_glosses(
-            self.recognition_network, recognition, self.vocabulary, decoding.recognition.beam_size
-        )
+        decoder = GlossDecoder(self.vocabulary, decoding.recognition.beam_size)
+        hypotheses: dict[str, Any] = pending_glosses(recognition, decoder)
         hypotheses["text"] = generate_text(
             self.translation_network, self.encoder_inputs(recognition), decoding
         )
         return hypotheses
+
+    def predict(self, batch: Batch, decoding: DecodingConfig) -> dict[str, list[str]]:
+        return resolve(self.predict_pending(batch, decoding))
 
     def optimizer_modules(self) -> dict[str, nn.Module]:
         return {

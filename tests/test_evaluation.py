@@ -2,11 +2,14 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from dataset.gloss_vocabulary import GlossVocabulary
 from engine.evaluation import collect_predictions, format_table, score_records
+from modelling.sign_language_model import GlossDecoder, PendingGlosses, resolve
 from utils.config import DecodingConfig, RecognitionDecodingConfig
 from utils.distributed import DistributedContext
 from utils.errors import DataError
@@ -255,3 +258,57 @@ def test_format_table_collects_columns_over_all_splits():
     assert lines[0].split() == ["split", "wer", "wer_rgb"]
     assert lines[2].split() == ["dev", "10.00", "-"]
     assert lines[3].split() == ["test", "30.00", "20.00"]
+
+
+class PosteriorModel(nn.Module):
+    """predict_pending gives posteriors of varying length; they decode to fixed glosses."""
+
+    def __init__(self, decoder) -> None:
+        super().__init__()
+        self.layer = nn.Linear(1, 1)
+        self.decoder = decoder
+
+    def predict_pending(self, batch, decoding: DecodingConfig) -> dict:
+        size, steps = len(batch["names"]), 2 + len(batch["names"][0])  # batches differ in T
+        generator = torch.Generator().manual_seed(len(batch["names"][0]))
+        logits = torch.randn(size, steps, 4, generator=generator) * 4
+        return {
+            "gloss_rgb": PendingGlosses(
+                logits.log_softmax(-1).numpy(), np.full(size, steps), self.decoder
+            ),
+            "text": [n.upper() for n in batch["names"]],
+        }
+
+    def predict(self, batch, decoding: DecodingConfig) -> dict:
+        return resolve(self.predict_pending(batch, decoding))
+
+
+def test_gloss_posteriors_are_decoded_in_chunks_with_the_same_result():
+    vocabulary = GlossVocabulary({"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3})
+    calls = []
+
+    def decoder(scores, lengths):
+        calls.append(len(lengths))
+        return GlossDecoder(vocabulary, 2)(scores, lengths)
+
+    loader = [_batch("a", "b"), _batch("cc"), _batch("ddd", "eee", "fff")]
+    chunked = collect_predictions(
+        PosteriorModel(decoder), loader, DecodingConfig(), CPU, decode_every=3
+    )
+    assert calls == [3, 3]  # two batched searches, not three
+    per_batch = collect_predictions(
+        _EagerOnly(PosteriorModel(decoder)), loader, DecodingConfig(), CPU
+    )
+    assert chunked == per_batch
+    assert [r["text"] for r in chunked] == ["A", "B", "CC", "DDD", "EEE", "FFF"]
+
+
+class _EagerOnly(nn.Module):
+    """The same model seen through predict() only (decoded batch by batch)."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.model = model
+
+    def predict(self, batch, decoding):
+        return self.model.predict(batch, decoding)

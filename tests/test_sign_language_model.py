@@ -18,6 +18,7 @@ from dataset.batching import FeatureCollator
 from dataset.gloss_vocabulary import GlossVocabulary
 from dataset.text_tokenizer import VocabularyTextTokenizer
 from engine.task_data import GlossTextCollator, TextTargets
+from modelling import sign_language_model
 from modelling.ctc_decoding import ctc_decode
 from modelling.ensemble import TranslationEnsemble
 from modelling.recognition_network import RecognitionNetwork, build_recognition_network
@@ -143,9 +144,10 @@ def test_s2g_predict_and_log_probs_cover_every_head(
     s2g.eval()
     network, batch = s2g.recognition_network, recognition_batch(STREAMS)
     unlabelled = {k: v for k, v in batch.items() if not k.startswith("gloss_")}
-    monkeypatch.setattr(network, "decode", Mock(wraps=network.decode))
+    search = Mock(wraps=sign_language_model.ctc_decode_scores)
+    monkeypatch.setattr(sign_language_model, "ctc_decode_scores", search)
     hypotheses = s2g.predict(unlabelled, DECODING)
-    assert network.decode.call_args.kwargs == {"beam_size": 3}
+    assert {call.args[2] for call in search.call_args_list} == {3}  # the configured beam
     assert s2g.predict(batch, DECODING) == hypotheses  # labels are ignored
     exported = s2g.gloss_log_probs(unlabelled)
     with torch.no_grad():
