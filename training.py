@@ -109,6 +109,7 @@ def run(args: argparse.Namespace) -> None:
         num_workers=cfg.training.num_workers,
         seed=cfg.training.random_seed,
         ctx=ctx,
+        length_buckets=cfg.training.length_buckets,
     )
     dev_loader = split_loader(cfg, "dev", vocabs, ctx)
     trainer = Trainer(

@@ -159,6 +159,11 @@ class SignDataset(_EpochMixin, Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    @property
+    def lengths(self) -> list[int]:
+        """Frames per sample (for length bucketing)."""
+        return [s.num_frames for s in self.samples]
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         """One sample: ``frames`` uint8 (T, 3, H, W) or None, ``keypoints`` float32
         (T, K, 3) or None, ``length`` T, plus ``name``, ``gloss``, ``text``."""
@@ -315,6 +320,12 @@ class FeatureDataset(_EpochMixin, Dataset):
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    @property
+    def lengths(self) -> list[int]:
+        """Steps of the first feature per sample (for length bucketing)."""
+        tables = next(iter(self._tables.values()))
+        return [len(tables[0][1][s.name]) for s in self.samples]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.samples[index]

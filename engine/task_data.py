@@ -32,7 +32,7 @@ from dataset.text_tokenizer import TextTokenizer
 from utils.config import Config, head_input_name
 from utils.distributed import DistributedContext
 from utils.errors import ConfigurationError
-from utils.training_state import ResumableSampler
+from utils.training_state import BucketedBatchSampler, ResumableSampler
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +81,11 @@ class GlossTextDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    @property
+    def lengths(self) -> list[int]:
+        """Glosses per sample (for length bucketing)."""
+        return [len(s.gloss.split()) for s in self.samples]
 
     def __getitem__(self, index: int) -> dict[str, str]:
         sample = self.samples[index]
@@ -216,26 +221,31 @@ def build_loader(
     num_workers: int,
     seed: int,
     ctx: DistributedContext,
-) -> tuple[DataLoader, ResumableSampler]:
+    length_buckets: int = 0,
+) -> tuple[DataLoader, ResumableSampler | BucketedBatchSampler]:
     """A loader whose order depends only on (seed, epoch), also for one process.
 
     A DistributedSampler is used even for one process: its per-epoch permutation is shared
     by every world size, so N processes with batch b see the same global batches as one
-    process with batch N*b. The loader has its own generator so iterating it never touches
-    the global RNG (which a resumed run restores).
+    process with batch N*b. With ``length_buckets`` (and ``shuffle``), batches hold clips of
+    similar length (:class:`~utils.training_state.BucketedBatchSampler`, pools of that many
+    batches), with the same guarantee. The loader has its own generator so iterating it
+    never touches the global RNG (which a resumed run restores).
     """
-    base = DistributedSampler(
-        dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=shuffle, seed=seed
-    )
-    sampler = ResumableSampler(base)
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
+    options = dict(
         num_workers=num_workers,
         collate_fn=dataset.collate_fn,
         pin_memory=ctx.device.type == "cuda",
         persistent_workers=num_workers > 0,
         generator=torch.Generator().manual_seed(seed),
     )
-    return loader, sampler
+    if length_buckets and shuffle:
+        batches = BucketedBatchSampler(
+            dataset.lengths, batch_size, length_buckets, seed, ctx.world_size, ctx.rank
+        )
+        return DataLoader(dataset, batch_sampler=batches, **options), batches
+    base = DistributedSampler(
+        dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=shuffle, seed=seed
+    )
+    sampler = ResumableSampler(base, batch_size)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, **options), sampler

@@ -9,7 +9,6 @@ rate — and an ``evaluate(model, split)`` callable returning an :class:`Evaluat
 from __future__ import annotations
 
 import logging
-import math
 import sys
 import time
 import warnings
@@ -46,6 +45,7 @@ from utils.distributed import (
 from utils.errors import CheckpointError
 from utils.logs import ScalarWriter
 from utils.training_state import (
+    BucketedBatchSampler,
     DataPosition,
     ResumableSampler,
     capture_rng_state,
@@ -132,7 +132,7 @@ class Trainer:
         cfg: Config,
         model: nn.Module,
         train_loader: DataLoader,
-        sampler: ResumableSampler,
+        sampler: ResumableSampler | BucketedBatchSampler,
         evaluate: EvaluateFn,
         ctx: DistributedContext,
         model_dir: Path,
@@ -185,7 +185,7 @@ class Trainer:
 
     @property
     def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.sampler.sampler) / self.tcfg.batch_size)
+        return self.sampler.batches_per_epoch
 
     # -- the loop -------------------------------------------------------------------------
     def train(self) -> Path | None:
@@ -219,7 +219,7 @@ class Trainer:
                     "ignore", message=r"Detected call of `lr_scheduler\.step\(\)`"
                 )
                 self.scheduler.step()
-        self.sampler.set_epoch(epoch, start * self.tcfg.batch_size)
+        self.sampler.set_position(epoch, start)
         if hasattr(self.train_loader.dataset, "set_epoch"):
             self.train_loader.dataset.set_epoch(epoch)
         self.model.train()

@@ -54,20 +54,20 @@ def train_losses(model_dir: Path) -> list[float]:
     return [by_step[step] for step in sorted(by_step)]
 
 
-def test_resume_gives_the_losses_of_an_uninterrupted_run(tiny_demo: Path, tmp_path: Path):
+@pytest.mark.parametrize(
+    "sampling", [(), ("training.length_buckets=2",)], ids=["uniform", "buckets"]
+)
+def test_resume_gives_the_losses_of_an_uninterrupted_run(tiny_demo: Path, tmp_path: Path, sampling):
     full = tmp_path / "full"
-    assert training.main(["--config", str(G2T), *g2t_overrides(tiny_demo, full)]) == 0
+    assert training.main(["--config", str(G2T), *g2t_overrides(tiny_demo, full, *sampling)]) == 0
     expected = train_losses(full)
     assert len(expected) == 12  # 3 epochs x 4 batches
 
     split = tmp_path / "split"
-    assert (
-        training.main(
-            ["--config", str(G2T), *g2t_overrides(tiny_demo, split, "training.max_steps=6")]
-        )
-        == 0
-    )
-    assert training.main(["--config", str(G2T), "--resume", *g2t_overrides(tiny_demo, split)]) == 0
+    first = g2t_overrides(tiny_demo, split, "training.max_steps=6", *sampling)
+    assert training.main(["--config", str(G2T), *first]) == 0
+    rest = g2t_overrides(tiny_demo, split, *sampling)
+    assert training.main(["--config", str(G2T), "--resume", *rest]) == 0
     assert train_losses(split) == pytest.approx(expected, rel=1e-5)
     assert (split / "results.json").is_file()
 
@@ -106,10 +106,19 @@ def _run(args: list[str], env: dict) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-def test_two_processes_match_one_with_the_same_global_batch(tiny_demo: Path, tmp_path: Path):
+@pytest.mark.parametrize(
+    "sampling", [(), ("training.length_buckets=2",)], ids=["uniform", "buckets"]
+)
+def test_two_processes_match_one_with_the_same_global_batch(
+    tiny_demo: Path, tmp_path: Path, sampling
+):
     """torchrun (gloo, CPU) with 2 x batch 2 follows the 1 x batch 4 loss trajectory."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    no_dropout = ("model.TranslationNetwork.model_config.dropout=0.0", "training.max_steps=8")
+    no_dropout = (
+        "model.TranslationNetwork.model_config.dropout=0.0",
+        "training.max_steps=8",
+        *sampling,
+    )
     one = tmp_path / "one"
     _run(
         [

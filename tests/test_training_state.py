@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DistributedSampler, SequentialSampler
 
 from utils.training_state import (
+    BucketedBatchSampler,
     DataPosition,
     ResumableSampler,
     capture_rng_state,
@@ -174,3 +175,51 @@ def test_resumed_epoch_equals_the_rest_of_an_uninterrupted_one(start):
         )
         resumed.set_epoch(1, start=start)
         assert list(resumed) == uninterrupted[start:]
+
+
+LENGTHS = [3, 40, 7, 22, 15, 9, 31, 5, 18, 27, 12, 36, 2, 25, 11]
+
+
+def test_bucketed_batches_are_deterministic_and_cover_the_epoch():
+    sampler = BucketedBatchSampler(LENGTHS, batch_size=2, pool=3, seed=4)
+    sampler.set_position(1)
+    first, again = list(sampler), list(sampler)
+    assert first == again and len(first) == sampler.batches_per_epoch == 8
+    flat = [i for batch in first for i in batch]
+    assert sorted(set(flat)) == list(range(len(LENGTHS)))  # every clip, one padded twice
+    assert len(flat) == 16
+    sampler.set_position(2)
+    assert list(sampler) != first
+
+
+def test_bucketed_batches_hold_clips_of_similar_length():
+    lengths = torch.randint(10, 400, (600,), generator=torch.Generator().manual_seed(0)).tolist()
+    bucketed = BucketedBatchSampler(lengths, batch_size=4, pool=25, seed=1)
+    shuffled = BucketedBatchSampler(lengths, batch_size=4, pool=1, seed=1)
+
+    def padding(sampler) -> float:
+        """Padded frames per real frame (the collate pads every clip to the longest)."""
+        sampler.set_position(0)
+        batches = [[lengths[i] for i in b] for b in sampler]
+        return sum(len(b) * max(b) - sum(b) for b in batches) / sum(sum(b) for b in batches)
+
+    assert padding(bucketed) < 0.1 < 0.4 < padding(shuffled)
+
+
+def test_bucketed_ranks_split_the_global_batches_of_one_process():
+    one = BucketedBatchSampler(LENGTHS, batch_size=4, pool=2, seed=7)
+    ranks = [BucketedBatchSampler(LENGTHS, 2, 2, 7, world_size=2, rank=r) for r in range(2)]
+    for sampler in (one, *ranks):
+        sampler.set_position(3)
+    for batch, first, second in zip(one, *ranks, strict=True):
+        assert batch == first + second
+
+
+def test_bucketed_resume_skips_whole_batches():
+    sampler = BucketedBatchSampler(LENGTHS, batch_size=3, pool=2, seed=2)
+    sampler.set_position(5)
+    full = list(sampler)
+    sampler.set_position(5, batches_done=2)
+    assert list(sampler) == full[2:] and len(sampler) == len(full) - 2
+    with pytest.raises(ValueError):
+        BucketedBatchSampler(LENGTHS, batch_size=0, pool=2, seed=0)

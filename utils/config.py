@@ -627,6 +627,9 @@ class TrainingConfig:
     load_ckpt: str | None = None  # S2T: initialise the recognition network from an S2G checkpoint
     from_ckpt: bool = False  # published resume switch (same as --resume)
     max_steps: int | None = None  # new: stop after this many optimiser steps (short runs)
+    # new: batches of clips of similar length (pools of this many batches sorted by length);
+    # 0 = the published uniform shuffle
+    length_buckets: int = 0
     mixed_precision: Literal["fp32", "bf16"] = "fp32"  # new: bf16 autocast (GPU and CPU)
     channels_last: bool = False  # new: channels_last_3d memory format for the S3D streams
     cudnn_benchmark: bool = False  # new: let cuDNN pick the fastest convolution algorithms
@@ -651,6 +654,8 @@ class TrainingConfig:
                 yield key, f"expected a positive integer, got {getattr(self, key)}"
         if self.num_workers < 0:
             yield "num_workers", "expected 0 or more"
+        if self.length_buckets < 0:
+            yield "length_buckets", "expected 0 (off) or a number of batches per pool"
         if self.max_steps is not None and self.max_steps < 1:
             yield "max_steps", "expected a positive integer or null"
 

@@ -7,8 +7,9 @@ the position (epoch, batches done) in the deterministic sample order.
 
 from __future__ import annotations
 
+import math
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,12 +69,22 @@ class ResumableSampler(Sampler[int]):
 
     The wrapped sampler (e.g. DistributedSampler, also for one process) must give the same
     order for the same epoch; skipping happens on indices, so no sample is loaded twice.
+    ``batch_size`` (the loader's) lets the trainer speak in batches (:meth:`set_position`).
     """
 
-    def __init__(self, sampler: Sampler[int]) -> None:
+    def __init__(self, sampler: Sampler[int], batch_size: int = 1) -> None:
         self.sampler = sampler
+        self.batch_size = batch_size
         self.epoch = 0
         self.start = 0
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return math.ceil(len(self.sampler) / self.batch_size)
+
+    def set_position(self, epoch: int, batches_done: int = 0) -> None:
+        """Start ``epoch`` after its first ``batches_done`` batches."""
+        self.set_epoch(epoch, batches_done * self.batch_size)
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = epoch, start
@@ -87,3 +98,68 @@ class ResumableSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.sampler) - self.start
+
+
+class BucketedBatchSampler(Sampler[list[int]]):
+    """Batches of clips of similar length, in a deterministic order per (seed, epoch).
+
+    Every epoch shuffles the indices (as DistributedSampler does, padding with the first ones
+    to a whole number of global batches), cuts the order into pools of ``pool`` global
+    batches, sorts each pool by length, cuts it into global batches of
+    ``batch_size * world_size`` clips and shuffles the batches. Rank ``r`` takes clips
+    ``r * batch_size .. (r + 1) * batch_size - 1`` of every global batch, so N processes with
+    batch b see the batches one process with batch N * b sees. Padding in a batch stays
+    small: clips of a batch come from the same part of the length distribution.
+
+    Args:
+        lengths: a length per sample (frames, steps or tokens).
+        batch_size: clips per batch of this rank.
+        pool: global batches sorted together (1: no bucketing, only the batch shuffle).
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        pool: int,
+        seed: int,
+        world_size: int = 1,
+        rank: int = 0,
+    ) -> None:
+        if batch_size < 1 or pool < 1:
+            raise ValueError("batch_size and pool must be positive")
+        self.lengths = torch.as_tensor(list(lengths), dtype=torch.long)
+        self.batch_size, self.pool, self.seed = batch_size, pool, seed
+        self.world_size, self.rank = world_size, rank
+        self.epoch = 0
+        self.start = 0
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return math.ceil(len(self.lengths) / (self.batch_size * self.world_size))
+
+    def set_position(self, epoch: int, batches_done: int = 0) -> None:
+        self.epoch, self.start = epoch, batches_done
+
+    def global_batches(self, epoch: int) -> list[list[int]]:
+        """The epoch's global batches (every rank's clips), in order."""
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        size = self.batch_size * self.world_size
+        total = self.batches_per_epoch * size
+        order = torch.randperm(len(self.lengths), generator=generator)
+        order = torch.cat([order, order[: total - len(order)]])  # pad as DistributedSampler
+        batches = []
+        for start in range(0, total, size * self.pool):
+            chunk = order[start : start + size * self.pool]
+            chunk = chunk[torch.argsort(self.lengths[chunk], descending=True, stable=True)]
+            batches += [chunk[i : i + size].tolist() for i in range(0, len(chunk), size)]
+        shuffle = torch.randperm(len(batches), generator=generator).tolist()
+        return [batches[i] for i in shuffle]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        lo, hi = self.rank * self.batch_size, (self.rank + 1) * self.batch_size
+        for batch in self.global_batches(self.epoch)[self.start :]:
+            yield batch[lo:hi]
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch - self.start
