@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 CSL_CUT_BOX = (0, 80, 512, 512)  # (left, top, right, bottom), as published
+RGB_DECODE = getattr(cv2, "IMREAD_COLOR_RGB", None)
 
 Indices = Sequence[int] | np.ndarray
 
@@ -63,10 +64,10 @@ def decode_image(data: bytes | np.ndarray) -> np.ndarray | None:
     buffer = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes) else data
     if buffer.size == 0:
         return None
+    if RGB_DECODE is not None:  # OpenCV >= 4.11 decodes straight to RGB (no extra copy)
+        return cv2.imdecode(buffer, RGB_DECODE)
     bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
-    if bgr is None:
-        return None
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def _stack(frames: list[np.ndarray], inverse: np.ndarray, where: str) -> np.ndarray:

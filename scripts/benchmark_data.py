@@ -90,24 +90,35 @@ def write_zip(path: Path, clips: int, frames: int, noise: float) -> tuple[list[S
     return samples, statistics.mean(sizes) / 1000
 
 
-def time_decoding(zip_path: Path, samples: list[Sample]) -> list[Result]:
-    """Decode every frame of every clip in this process: the reader (OpenCV) and PIL."""
+def time_decoding(zip_path: Path, samples: list[Sample], repeats: int = 3) -> list[Result]:
+    """Decode every frame of every clip in this process: the reader (OpenCV) and PIL.
+
+    The two alternate ``repeats`` times; each gets the median of its passes.
+    """
     reader = ZipFrameReader(zip_path, phoenix2014t_member)
     total = sum(s.num_frames for s in samples)
-    started = time.perf_counter()
-    for sample in samples:
-        reader.read(sample, np.arange(sample.num_frames))
-    opencv = time.perf_counter() - started
-    started = time.perf_counter()
-    with zipfile.ZipFile(zip_path) as archive:
+
+    def opencv() -> None:
         for sample in samples:
-            for index in range(sample.num_frames):
-                data = archive.read(phoenix2014t_member(sample.name, index))
-                np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-    pil = time.perf_counter() - started
+            reader.read(sample, np.arange(sample.num_frames))
+
+    def pil() -> None:
+        with zipfile.ZipFile(zip_path) as archive:
+            for sample in samples:
+                for index in range(sample.num_frames):
+                    data = archive.read(phoenix2014t_member(sample.name, index))
+                    np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+    seconds: dict[str, list[float]] = {"opencv": [], "pil": []}
+    for _ in range(repeats):
+        for name, decode in (("opencv", opencv), ("pil", pil)):
+            started = time.perf_counter()
+            decode()
+            seconds[name].append(time.perf_counter() - started)
+    opencv_s, pil_s = statistics.median(seconds["opencv"]), statistics.median(seconds["pil"])
     return [
-        Result("decode, frame reader (OpenCV)", 0, total / opencv, None, opencv),
-        Result("decode, PIL (as the original)", 0, total / pil, None, pil),
+        Result("decode, frame reader (OpenCV)", 0, total / opencv_s, None, opencv_s),
+        Result("decode, PIL (as the original)", 0, total / pil_s, None, pil_s),
     ]
 
 
