@@ -26,7 +26,7 @@ import logging
 import os
 import zipfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -57,6 +57,15 @@ class FrameReader(ABC):
     @abstractmethod
     def read(self, sample: Sample, indices: Indices) -> np.ndarray:
         """Frames ``indices`` (0-based, repeats allowed) as uint8 ``(T, H, W, 3)`` RGB."""
+
+    def iter_frames(self, sample: Sample, chunk: int = 32) -> Iterator[np.ndarray]:
+        """Every frame of ``sample`` in order, uint8 ``(H, W, 3)`` RGB, a few in memory at once.
+
+        Yields exactly :meth:`count_frames` frames.
+        """
+        count = self.count_frames(sample)
+        for start in range(0, count, chunk):
+            yield from self.read(sample, np.arange(start, min(count, start + chunk)))
 
 
 def decode_image(data: bytes | np.ndarray) -> np.ndarray | None:
@@ -323,6 +332,27 @@ class VideoFrameReader(_PathFrameReader):
                 )
             self._counts[path] = decoded
         return self._counts[path]
+
+    def iter_frames(self, sample: Sample, chunk: int = 32) -> Iterator[np.ndarray]:
+        """Every decodable frame in one decoding pass (the count :meth:`count_frames` gives)."""
+        path = self.path_of(sample)
+        if path.is_dir():
+            yield from self._folders.iter_frames(sample, chunk)
+            return
+        capture = self._open(path, sample)
+        decoded = 0
+        try:
+            while True:
+                ok, bgr = capture.read()
+                if not ok or bgr is None:
+                    break
+                decoded += 1
+                yield _resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), self.resize)
+        finally:
+            capture.release()
+        if decoded == 0:
+            raise DataError(f"video {path} of sample '{sample.name}' has no decodable frame")
+        self._counts.setdefault(path, decoded)
 
     def read(self, sample: Sample, indices: Indices) -> np.ndarray:
         path = self.path_of(sample)
