@@ -5,8 +5,9 @@ Two on-disk formats are read by :func:`load_annotations`:
 * **The published format** (Phoenix-2014T, Phoenix-2014, CSL-Daily split files such as
   ``phoenix-2014t.train``): a gzip-compressed pickle of a list of dicts with the keys
   ``name``, ``signer``, ``gloss``, ``text``, ``num_frames`` (plus ``sign`` and
-  ``alignments``, which are ignored). Phoenix-2014 has a ``folder`` key and no ``text``.
-  Gloss words are separated by spaces.
+  ``alignments``, which are ignored). Phoenix-2014 has a ``folder`` key and no ``text``;
+  CSL-Daily's ``signer`` is an integer (0-9), its ``sign`` a ``(1, 1)`` tensor and it has no
+  ``alignments``. Gloss words are separated by spaces.
 
 * **A manifest for your own data**, chosen by the file suffix:
 
@@ -101,8 +102,8 @@ def _published_record_to_sample(record: Any, index: int, path: Path) -> Sample:
         gloss=_as_str(record.get("gloss", ""), "gloss", where),
         text=_as_str(record.get("text", ""), "text", where),
         num_frames=_as_frame_count(record["num_frames"], where),
-        signer=_as_str(record.get("signer", ""), "signer", where),
-        folder=record.get("folder"),
+        signer=_as_signer(record.get("signer", ""), where),
+        folder=_as_optional_str(record.get("folder"), "folder", where),
     )
 
 
@@ -183,6 +184,17 @@ def _as_str(value: Any, key: str, where: str) -> str:
     if not isinstance(value, str):
         raise DataError(f"{where}: '{key}' must be a string, got {value!r}")
     return value
+
+
+def _as_signer(value: Any, where: str) -> str:
+    """A signer id: a string (Phoenix: ``Signer08``) or an integer (CSL-Daily: 0-9)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return str(int(value))
+    return _as_str(value, "signer", where)
+
+
+def _as_optional_str(value: Any, key: str, where: str) -> str | None:
+    return None if value is None else _as_str(value, key, where)
 
 
 def _as_frame_count(value: Any, where: str) -> int:

@@ -38,7 +38,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 from dataset.annotations import Sample
 from dataset.augmentation import TIME_STRIDE, sample_frame_indices
-from dataset.frames import FrameReader
+from dataset.frames import FrameFit, FrameReader
 from dataset.gloss_vocabulary import GlossVocabulary
 from utils.errors import DataError
 from utils.files import read_pickle
@@ -62,6 +62,22 @@ class _EpochMixin:
         return int(self._epoch)
 
 
+class KeypointFit:
+    """Keypoints of a sample's frames as stored -> the fitted frames' pixels.
+
+    The source size of a sample is read once from ``reader`` (its first frame as stored).
+    """
+
+    def __init__(self, fit: FrameFit, reader: FrameReader) -> None:
+        self.fit, self.reader = fit, reader
+        self._sizes: dict[str, tuple[int, int]] = {}
+
+    def __call__(self, sample: Sample, points: np.ndarray) -> np.ndarray:
+        if sample.name not in self._sizes:
+            self._sizes[sample.name] = self.reader.source_size(sample)
+        return self.fit.points(points, self._sizes[sample.name])
+
+
 def _skip(skipped: list[tuple[str, str]], name: str, reason: str) -> None:
     logger.warning("skipping sample '%s': %s", name, reason)
     skipped.append((name, reason))
@@ -73,6 +89,8 @@ class SignDataset(_EpochMixin, Dataset):
     Args:
         samples: the split's annotations.
         frame_reader: reads RGB frames, or ``None`` for a keypoint-only model.
+        keypoint_fit: moves keypoints as the reader's frame fit moves the frames (own
+            videos of another size than the model's).
         keypoints: sample name -> float32 ``(num_frames, K, 3)`` (see
             :func:`dataset.keypoints.load_keypoints`), or ``None`` without keypoints.
         vocabulary: the gloss vocabulary for the collated labels, or ``None``.
@@ -97,6 +115,7 @@ class SignDataset(_EpochMixin, Dataset):
         frame_reader: FrameReader | None = None,
         keypoints: Mapping[str, np.ndarray] | None = None,
         vocabulary: GlossVocabulary | None = None,
+        keypoint_fit: KeypointFit | None = None,
         is_train: bool = False,
         tmin: float = 1.0,
         tmax: float = 1.0,
@@ -110,6 +129,7 @@ class SignDataset(_EpochMixin, Dataset):
             raise ValueError("SignDataset needs a frame reader, keypoints or both")
         self.frame_reader = frame_reader
         self.keypoints = keypoints
+        self.keypoint_fit = keypoint_fit
         self.vocabulary = vocabulary
         self.is_train = is_train
         self.tmin, self.tmax = tmin, tmax
@@ -176,7 +196,10 @@ class SignDataset(_EpochMixin, Dataset):
             frames = torch.from_numpy(self.frame_reader.read(sample, indices)).permute(0, 3, 1, 2)
         keypoints = None
         if self.keypoints is not None:
-            keypoints = torch.from_numpy(self.keypoints[sample.name][indices])
+            points = self.keypoints[sample.name][indices]
+            if self.keypoint_fit is not None:
+                points = self.keypoint_fit(sample, points)
+            keypoints = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32))
         return {
             "name": sample.name,
             "gloss": sample.gloss,

@@ -27,6 +27,7 @@ import os
 import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -36,6 +37,7 @@ import numpy as np
 from PIL import Image
 
 from dataset.annotations import Sample
+from utils.config import ZIP_FRAME_LAYOUTS
 from utils.errors import ConfigurationError, DataError
 
 logger = logging.getLogger(__name__)
@@ -57,6 +59,14 @@ class FrameReader(ABC):
     @abstractmethod
     def read(self, sample: Sample, indices: Indices) -> np.ndarray:
         """Frames ``indices`` (0-based, repeats allowed) as uint8 ``(T, H, W, 3)`` RGB."""
+
+    def source_size(self, sample: Sample) -> tuple[int, int]:
+        """(height, width) of the sample's frames as stored, before the reader changes them."""
+        return tuple(self.read_source(sample, 0).shape[:2])
+
+    def read_source(self, sample: Sample, index: int) -> np.ndarray:
+        """Frame ``index`` as stored (no transform, no fit); by default as :meth:`read` gives it."""
+        return self.read(sample, [index])[0]
 
     def iter_frames(self, sample: Sample, chunk: int = 32) -> Iterator[np.ndarray]:
         """Every frame of ``sample`` in order, uint8 ``(H, W, 3)`` RGB, a few in memory at once.
@@ -167,7 +177,10 @@ class ZipFrameReader(FrameReader):
         frames = [self._read_member(sample, int(i)) for i in unique]
         return _stack(frames, inverse, f"frame zip {self.zip_path}, sample '{sample.name}'")
 
-    def _read_member(self, sample: Sample, index: int) -> np.ndarray:
+    def read_source(self, sample: Sample, index: int) -> np.ndarray:
+        return self._read_member(sample, index, transform=False)
+
+    def _read_member(self, sample: Sample, index: int, transform: bool = True) -> np.ndarray:
         member = self.member_name(sample.name, index)
         where = f"frame zip {self.zip_path}, member {member} (sample '{sample.name}')"
         try:
@@ -179,7 +192,7 @@ class ZipFrameReader(FrameReader):
         image = decode_image(data)
         if image is None:
             raise DataError(f"{where}: corrupt or unsupported image")
-        return image if self.transform is None else self.transform(image)
+        return image if self.transform is None or not transform else self.transform(image)
 
 
 def phoenix2014t_member(name: str, index: int) -> str:
@@ -217,19 +230,81 @@ class CslTransform:
         return image
 
 
-def _resize(image: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
-    """Resize to ``(width, height)``; area interpolation avoids aliasing when shrinking."""
-    if size is None or (image.shape[1], image.shape[0]) == size:
-        return image
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+DATASET_FRAME_SIZES = {
+    "phoenix-2014t": (260, 210),
+    "phoenix-2014": (260, 210),
+    "csl-daily": (512, 512),
+    "demo": (64, 64),
+}
+"""(height, width) of a dataset's frames as stored (before any reader transform)."""
+DATASET_FRAME_RATES = {"phoenix-2014t": 25.0, "phoenix-2014": 25.0, "csl-daily": 30.0, "demo": 25.0}
+"""Frames per second of a dataset's videos: the rate its models were trained at."""
+
+
+@dataclass(frozen=True)
+class FrameFit:
+    """Bring frames of any size to ``size`` ``(height, width)`` without stretching them.
+
+    ``crop``: scale to cover ``size``, then cut the centre; ``pad``: scale to fit inside,
+    then pad the border with black. :meth:`points` moves keypoints of the original frame
+    the same way (points cut off stay where they land, outside the frame).
+    """
+
+    size: tuple[int, int]
+    mode: str = "crop"
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("crop", "pad"):
+            raise ConfigurationError(f"frame fit {self.mode!r}: expected 'crop' or 'pad'")
+
+    def geometry(self, source: tuple[int, int]) -> tuple[float, tuple[int, int], tuple[int, int]]:
+        """(scale, scaled (height, width), offset (y, x) of the scaled frame in the target)."""
+        height, width = self.size
+        ratios = (height / source[0], width / source[1])
+        scale = max(ratios) if self.mode == "crop" else min(ratios)
+        scaled = (max(1, round(source[0] * scale)), max(1, round(source[1] * scale)))
+        offset = ((height - scaled[0]) // 2, (width - scaled[1]) // 2)
+        return scale, scaled, offset
+
+    def image(self, image: np.ndarray) -> np.ndarray:
+        """uint8 ``(h, w, 3)`` -> ``(height, width, 3)``."""
+        if image.shape[:2] == self.size:
+            return image
+        _, (scaled_h, scaled_w), (top, left) = self.geometry(image.shape[:2])
+        shrink = scaled_h < image.shape[0]
+        resized = cv2.resize(
+            image,
+            (scaled_w, scaled_h),
+            interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR,
+        )
+        out = np.zeros((*self.size, 3), dtype=image.dtype)
+        src_y, src_x = max(0, -top), max(0, -left)
+        dst_y, dst_x = max(0, top), max(0, left)
+        h = min(self.size[0] - dst_y, scaled_h - src_y)
+        w = min(self.size[1] - dst_x, scaled_w - src_x)
+        out[dst_y : dst_y + h, dst_x : dst_x + w] = resized[src_y : src_y + h, src_x : src_x + w]
+        return out
+
+    def points(self, points: np.ndarray, source: tuple[int, int]) -> np.ndarray:
+        """Keypoints ``(..., 3)`` (x, y, score) of ``source``-sized frames, moved alike."""
+        if tuple(source) == tuple(self.size):
+            return points
+        scale, _, (top, left) = self.geometry(source)
+        moved = np.array(points, dtype=np.float32, copy=True)
+        moved[..., 0] = moved[..., 0] * scale + left
+        moved[..., 1] = moved[..., 1] * scale + top
+        return moved
 
 
 class _PathFrameReader(FrameReader):
     """Base of readers that find each sample's media at a path."""
 
-    def __init__(self, root: str | Path | None = None, resize: Sequence[int] | None = None) -> None:
+    def __init__(self, root: str | Path | None = None, fit: FrameFit | None = None) -> None:
         self.root = None if root is None else Path(root)
-        self.resize = None if resize is None else (int(resize[0]), int(resize[1]))
+        self.fit = fit
+
+    def _fitted(self, image: np.ndarray) -> np.ndarray:
+        return image if self.fit is None else self.fit.image(image)
 
     def path_of(self, sample: Sample) -> Path:
         """``sample.video`` if set, else ``<root>/<sample.name>``."""
@@ -246,8 +321,8 @@ class _PathFrameReader(FrameReader):
 class FolderFrameReader(_PathFrameReader):
     """One folder of image files per sample, frames in sorted file-name order."""
 
-    def __init__(self, root: str | Path | None = None, resize: Sequence[int] | None = None) -> None:
-        super().__init__(root, resize)
+    def __init__(self, root: str | Path | None = None, fit: FrameFit | None = None) -> None:
+        super().__init__(root, fit)
         self._listings: dict[Path, list[Path]] = {}
 
     def _files(self, sample: Sample) -> list[Path]:
@@ -280,7 +355,10 @@ class FolderFrameReader(_PathFrameReader):
         frames = [self._read_file(files[i], sample) for i in unique]
         return _stack(frames, inverse, f"frame folder {self.path_of(sample)}")
 
-    def _read_file(self, path: Path, sample: Sample) -> np.ndarray:
+    def read_source(self, sample: Sample, index: int) -> np.ndarray:
+        return self._read_file(self._files(sample)[index], sample, fit=False)
+
+    def _read_file(self, path: Path, sample: Sample, fit: bool = True) -> np.ndarray:
         try:
             data = np.fromfile(path, dtype=np.uint8)
         except OSError as e:
@@ -288,15 +366,15 @@ class FolderFrameReader(_PathFrameReader):
         image = decode_image(data)
         if image is None:
             raise DataError(f"image {path} of sample '{sample.name}' is corrupt or unsupported")
-        return _resize(image, self.resize)
+        return self._fitted(image) if fit else image
 
 
 class VideoFrameReader(_PathFrameReader):
     """One video file per sample, decoded with OpenCV (a folder path is read as images)."""
 
-    def __init__(self, root: str | Path | None = None, resize: Sequence[int] | None = None) -> None:
-        super().__init__(root, resize)
-        self._folders = FolderFrameReader(root, resize)
+    def __init__(self, root: str | Path | None = None, fit: FrameFit | None = None) -> None:
+        super().__init__(root, fit)
+        self._folders = FolderFrameReader(root, fit)
         self._counts: dict[Path, int] = {}
 
     def _open(self, path: Path, sample: Sample) -> cv2.VideoCapture:
@@ -333,6 +411,12 @@ class VideoFrameReader(_PathFrameReader):
             self._counts[path] = decoded
         return self._counts[path]
 
+    def read_source(self, sample: Sample, index: int) -> np.ndarray:
+        path = self.path_of(sample)
+        if path.is_dir():
+            return self._folders.read_source(sample, index)
+        return self._decode(path, sample, np.array([index]), fit=False)[0]
+
     def iter_frames(self, sample: Sample, chunk: int = 32) -> Iterator[np.ndarray]:
         """Every decodable frame in one decoding pass (the count :meth:`count_frames` gives)."""
         path = self.path_of(sample)
@@ -347,7 +431,7 @@ class VideoFrameReader(_PathFrameReader):
                 if not ok or bgr is None:
                     break
                 decoded += 1
-                yield _resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), self.resize)
+                yield self._fitted(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
         finally:
             capture.release()
         if decoded == 0:
@@ -358,6 +442,9 @@ class VideoFrameReader(_PathFrameReader):
         path = self.path_of(sample)
         if path.is_dir():
             return self._folders.read(sample, indices)
+        return self._decode(path, sample, indices, fit=True)
+
+    def _decode(self, path: Path, sample: Sample, indices: Indices, fit: bool) -> np.ndarray:
         unique, inverse = _unique(indices, sample)
         wanted = set(unique.tolist())
         frames: list[np.ndarray] = []
@@ -376,7 +463,8 @@ class VideoFrameReader(_PathFrameReader):
                         raise DataError(
                             f"video {path} of sample '{sample.name}': frame {position} is corrupt"
                         )
-                    frames.append(_resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), self.resize))
+                    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                    frames.append(self._fitted(rgb) if fit else rgb)
         finally:
             capture.release()
         return _stack(frames, inverse, f"video {path}")
@@ -406,9 +494,7 @@ FRAME_LAYOUTS: MappingProxyType[str, Callable[..., FrameReader]] = MappingProxyT
     }
 )
 """Layout name -> reader factory (read-only). Zip layouts take the zip path; ``folder``
-and ``video`` take an optional root folder and ``resize=(width, height)``."""
-
-_ZIP_LAYOUTS = ("phoenix-2014t", "phoenix-2014", "csl-daily")
+and ``video`` take an optional root folder and ``fit`` (:class:`FrameFit`)."""
 
 
 def build_frame_reader(layout: str, path: str | Path | None = None, **options: Any) -> FrameReader:
@@ -430,7 +516,7 @@ def build_frame_reader(layout: str, path: str | Path | None = None, **options: A
         raise ConfigurationError(
             f"frame layout '{layout}' has no option(s) {unknown}; it accepts {sorted(accepted)}"
         )
-    if layout in _ZIP_LAYOUTS and path is None:
+    if layout in ZIP_FRAME_LAYOUTS and path is None:
         raise ConfigurationError(f"frame layout '{layout}' needs the path of its zip file")
     return factory(path, **options)
 
@@ -441,4 +527,4 @@ def default_layout(dataset_name: str) -> str:
     ``"video"`` also reads samples whose path is a folder of images (manifest data).
     """
     name = dataset_name.lower()
-    return name if name in _ZIP_LAYOUTS else "video"
+    return name if name in ZIP_FRAME_LAYOUTS else "video"

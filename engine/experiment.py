@@ -3,9 +3,10 @@
 Shared by ``training.py``, ``prediction.py`` and ``extract_feature.py``, so that the three
 commands build exactly the same model from the same YAML.
 
-Vocabularies that a config does not name as files (word/char text vocabularies and gloss
-vocabularies of models trained from scratch) are built from the training split once and
-kept in the run folder (``text_vocabulary.json``, ``source_gloss2ids.pkl``); later runs and
+Vocabularies that a config does not name as files (word/char text vocabularies, gloss
+vocabularies of models trained from scratch, the recognition vocabulary of own data without
+a ``gloss2ids.pkl``) are built from the training split once and kept in the run folder
+(``text_vocabulary.json``, ``source_gloss2ids.pkl``, ``gloss2ids.pkl``); later runs and
 prediction read them from there.
 """
 
@@ -43,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 TEXT_VOCABULARY_FILE = "text_vocabulary.json"
 SOURCE_VOCABULARY_FILE = "source_gloss2ids.pkl"
+GLOSS_VOCABULARY_FILE = "gloss2ids.pkl"  # recognition, built from train without a file
 MAX_LISTED_PROBLEMS = 20
 
 
@@ -52,10 +54,7 @@ def build_vocabularies(cfg: Config, model_dir: Path, save: bool = True) -> Vocab
     vocabs = Vocabularies()
     recognition = cfg.model.RecognitionNetwork
     if cfg.is_recognition and recognition is not None:
-        tokenizer = recognition.GlossTokenizer
-        vocabs.gloss = GlossVocabulary.from_file(
-            tokenizer.gloss2id_file, lower_case=tokenizer.lower_case
-        )
+        vocabs.gloss = _recognition_vocabulary(cfg, model_dir, save)
     translation = _translation_section(cfg)
     if translation is not None:
         vocabs.text = _text_tokenizer(cfg, translation, model_dir, save)
@@ -63,6 +62,25 @@ def build_vocabularies(cfg: Config, model_dir: Path, save: bool = True) -> Vocab
             vocabs.source_language = translation.GlossTokenizer.src_lang
             vocabs.source = _source_vocabulary(cfg, translation, model_dir, save)
     return vocabs
+
+
+def _recognition_vocabulary(cfg: Config, model_dir: Path, save: bool) -> GlossVocabulary:
+    """``GlossTokenizer.gloss2id_file``, else the run's own, built from the training glosses."""
+    tokenizer = cfg.model.RecognitionNetwork.GlossTokenizer
+    if tokenizer.gloss2id_file is not None:
+        return GlossVocabulary.from_file(tokenizer.gloss2id_file, lower_case=tokenizer.lower_case)
+    saved = model_dir / GLOSS_VOCABULARY_FILE
+    if saved.is_file():
+        return GlossVocabulary.from_file(saved, lower_case=tokenizer.lower_case)
+    vocabulary = GlossVocabulary.from_glosses(
+        [s.gloss for s in load_split(cfg, "train")], tokenizer.lower_case
+    )
+    if save:
+        atomic_pickle(vocabulary.to_dict(), saved)
+        logger.info(
+            "gloss vocabulary (%d glosses) built from train, saved to %s", len(vocabulary), saved
+        )
+    return vocabulary
 
 
 def _translation_section(cfg: Config) -> TranslationConfig | None:

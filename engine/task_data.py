@@ -24,12 +24,18 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from dataset.annotations import Sample, load_annotations
-from dataset.batching import FeatureDataset, SignDataset
-from dataset.frames import build_frame_reader, default_layout
+from dataset.batching import FeatureDataset, KeypointFit, SignDataset
+from dataset.frames import (
+    DATASET_FRAME_RATES,
+    DATASET_FRAME_SIZES,
+    FrameFit,
+    FrameReader,
+    build_frame_reader,
+)
 from dataset.gloss_vocabulary import GlossVocabulary
 from dataset.keypoints import load_keypoints
 from dataset.text_tokenizer import TextTokenizer
-from utils.config import Config, head_input_name
+from utils.config import ZIP_FRAME_LAYOUTS, Config, head_input_name
 from utils.distributed import DistributedContext
 from utils.errors import ConfigurationError
 from utils.training_state import BucketedBatchSampler, ResumableSampler
@@ -131,27 +137,59 @@ class TextTargets:
 # -- per-task datasets ---------------------------------------------------------------------
 
 
+def frame_size_of(cfg: Config) -> tuple[int, int] | None:
+    """(height, width) of the frames, as stored, that the model of ``cfg`` is trained on.
+
+    ``data.frame_size``; else with keypoints ``heatmap_cfg.raw_size`` (the frame size the
+    keypoints refer to); else the dataset's; None for custom data without either.
+    """
+    if cfg.data.frame_size is not None:
+        return cfg.data.frame_size
+    recognition = cfg.model.RecognitionNetwork
+    if "keypoint" in cfg.data.input_streams and recognition and recognition.heatmap_cfg:
+        return recognition.heatmap_cfg.raw_size
+    return DATASET_FRAME_SIZES.get(cfg.data.dataset_name)
+
+
+def frame_rate_of(cfg: Config) -> float | None:
+    """Frames per second the model of ``cfg`` is trained at (None: unknown, custom data)."""
+    return cfg.data.frame_rate or DATASET_FRAME_RATES.get(cfg.data.dataset_name)
+
+
+def frame_fit_of(cfg: Config) -> FrameFit | None:
+    """How path-layout frames (own videos) are brought to the trained size, or None."""
+    size = frame_size_of(cfg)
+    if size is None or cfg.data.layout in ZIP_FRAME_LAYOUTS:
+        return None  # a dataset's zip holds frames of its own size
+    return FrameFit(tuple(size), cfg.data.frame_fit)
+
+
+def build_reader(cfg: Config) -> FrameReader:
+    """The frame reader of ``cfg.data`` (zip layouts, or own videos fitted to the size)."""
+    data, transform = cfg.data, cfg.data.transform_cfg
+    if data.layout == "csl-daily":
+        options = {"csl_cut": transform.csl_cut, "csl_resize": transform.csl_resize}
+        return build_frame_reader("csl-daily", data.zip_file, **options)
+    if data.layout in ZIP_FRAME_LAYOUTS:
+        return build_frame_reader(data.layout, data.zip_file)
+    return build_frame_reader(data.layout, data.zip_file, fit=frame_fit_of(cfg))  # root folder
+
+
 def _sign_dataset(cfg: Config, split: str, vocabs: Vocabularies, is_train: bool) -> Dataset:
     data = cfg.data
     transform = data.transform_cfg
     streams = data.input_streams
-    frame_reader = None
-    if "rgb" in streams:
-        layout = data.frame_layout or default_layout(data.dataset_name)
-        options = (
-            {"csl_cut": transform.csl_cut, "csl_resize": transform.csl_resize}
-            if layout == "csl-daily"
-            else {}
-        )
-        frame_reader = build_frame_reader(layout, data.zip_file, **options)
+    frame_reader = build_reader(cfg) if "rgb" in streams else None
     keypoints = (
         load_keypoints(data.keypoint_file, data.use_keypoints) if "keypoint" in streams else None
     )
+    fit = frame_fit_of(cfg) if keypoints is not None else None
     temporal = transform.temporal_augmentation
     return SignDataset(
         load_split(cfg, split),
         frame_reader=frame_reader,
         keypoints=keypoints,
+        keypoint_fit=None if fit is None else KeypointFit(fit, frame_reader or build_reader(cfg)),
         vocabulary=vocabs.gloss,
         require_gloss=is_train,  # prediction keeps unlabelled clips (own videos)
         is_train=is_train,

@@ -4,6 +4,7 @@ import pickle
 from pathlib import Path
 
 import pytest
+import torch
 
 from dataset.annotations import Sample, load_annotations
 from utils.errors import DataError
@@ -183,3 +184,59 @@ def test_an_annotation_file_that_would_run_code_is_refused(tmp_path: Path):
     with pytest.raises(DataError, match=r"downloaded\.train.*refusing to load"):
         load_annotations(path)
     assert not marker.exists()
+
+
+def _published(path: Path, records: list[dict]) -> Path:
+    with gzip.open(path, "wb") as handle:
+        pickle.dump(records, handle)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("dataset", "record", "signer"),
+    [
+        (
+            "phoenix-2014t",
+            {
+                "name": "dev/01April_2010",
+                "signer": "Signer08",
+                "gloss": "REGEN NORD",
+                "text": "regen im norden .",
+                "num_frames": 42,
+                "sign": torch.zeros(0),
+                "alignments": {"pami0": "0 0 1"},
+            },
+            "Signer08",
+        ),
+        (
+            "phoenix-2014",
+            {
+                "name": "01April_2010_Thursday_heute_default-0",
+                "num_frames": 176,
+                "folder": "01April_2010_Thursday_heute_default-0/1/*.png",
+                "signer": "Signer04",
+                "gloss": "__ON__ LIEB ZUSCHAUER",
+            },
+            "Signer04",
+        ),
+        (
+            "csl-daily",
+            {
+                "name": "S000000_P0000_T00",
+                "signer": 3,
+                "gloss": "你 好",
+                "text": "你好。",
+                "num_frames": 93,
+                "sign": torch.zeros(1, 1),
+            },
+            "3",
+        ),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_every_published_format_loads(tmp_path: Path, dataset: str, record: dict, signer: str):
+    samples = load_annotations(_published(tmp_path / f"{dataset}.train", [record]))
+    sample = samples[0]
+    assert sample.name == record["name"] and sample.num_frames == record["num_frames"]
+    assert sample.gloss == record["gloss"] and sample.text == record.get("text", "")
+    assert sample.signer == signer and sample.folder == record.get("folder")

@@ -98,10 +98,26 @@ def test_missing_required_key():
     assert "training.model_dir: missing required key" in message
 
 
-def test_recognition_needs_its_vocabulary_file():
+def test_without_a_vocabulary_file_none_is_required():
+    """The recognition vocabulary is then built from the training glosses (engine.experiment)."""
     data = _raw()
     del data["model"]["RecognitionNetwork"]["GlossTokenizer"]["gloss2id_file"]
-    assert "model.RecognitionNetwork.GlossTokenizer.gloss2id_file: required" in _error(data)
+    cfg = config_from_dict(data, "exp.yaml")
+    assert cfg.model.RecognitionNetwork.GlossTokenizer.gloss2id_file is None
+    keys = [key for key, _ in required_files(cfg, ["train"])]
+    assert "model.RecognitionNetwork.GlossTokenizer.gloss2id_file" not in keys
+
+
+def test_own_videos_need_no_zip_and_fit_their_keypoints_to_the_frame_size():
+    data = _raw()
+    del data["data"]["zip_file"]
+    assert "data.zip_file: required for the phoenix-2014t frame layout" in _error(data)
+    data["data"] |= {"dataset_name": "custom", "frame_layout": "video", "frame_size": [240, 320]}
+    assert "heatmap_cfg.raw_size: expected data.frame_size [240, 320]" in _error(data)
+    data["model"]["RecognitionNetwork"]["heatmap_cfg"]["raw_size"] = [240, 320]
+    cfg = config_from_dict(data, "exp.yaml")
+    assert cfg.data.layout == "video" and cfg.data.frame_size == (240, 320)
+    assert "data.zip_file" not in [key for key, _ in required_files(cfg, ["train"])]
 
 
 def test_wrong_choice_lists_valid_ones():

@@ -10,6 +10,7 @@ from dataset.annotations import Sample
 from dataset.frames import (
     FRAME_LAYOUTS,
     FolderFrameReader,
+    FrameFit,
     VideoFrameReader,
     ZipFrameReader,
     build_frame_reader,
@@ -125,7 +126,7 @@ def test_folder_reader_sorted_by_name(tmp_path: Path):
     assert reader.count_frames(sample) == 3
     assert reader.read(sample, [2, 1, 0, 0])[:, 0, 0, 0].tolist() == [40, 20, 0, 0]
     explicit = Sample(name="x", video=folder)
-    resized = FolderFrameReader(resize=(4, 3)).read(explicit, [1])
+    resized = FolderFrameReader(fit=FrameFit((3, 4))).read(explicit, [1])
     assert resized.shape == (1, 3, 4, 3) and resized[0, 0, 0, 0] == 20
 
 

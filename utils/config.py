@@ -29,6 +29,8 @@ from utils.config_loading import Problem, build, fail, set_dotted
 from utils.errors import ConfigurationError
 
 LEARNING_RATE_GROUPS = ("default", "recognition", "mapper", "translation")
+ZIP_FRAME_LAYOUTS = ("phoenix-2014t", "phoenix-2014", "csl-daily")
+"""Frame layouts stored in one zip file (``data.zip_file``); the others read paths."""
 OPTIMIZER_NAMES = ("adam", "adamw", "sgd")
 DISTILLATION_TEACHERS = ("rgb", "keypoint", "fuse", "ensemble_last", "ensemble_early")
 DISTILLATION_STUDENTS = ("rgb", "keypoint", "fuse", "auxes")
@@ -107,6 +109,15 @@ class DataConfig:
     ) = None
     keypoint_file: str | None = None
     use_keypoints: tuple[str, ...] = ()
+    # new: the frames the model is trained on, as stored: (height, width) and frames per
+    # second. Frames of another size are scaled and centre-cropped to frame_size (frame_fit:
+    # pad pads instead; never stretched), keypoints alike; one-video inference resamples
+    # videos to frame_rate. None: the dataset's (dataset/frames.py: Phoenix 260 x 210 at 25,
+    # CSL-Daily 512 x 512 at 30), for custom data heatmap_cfg.raw_size with keypoints, else
+    # the frames as they are.
+    frame_size: tuple[int, int] | None = None
+    frame_fit: Literal["crop", "pad"] = "crop"
+    frame_rate: float | None = None
     level: Literal["word", "char"] = "word"
     txt_lowercase: bool = True
     max_sent_length: int = 400
@@ -123,6 +134,10 @@ class DataConfig:
     test_inputs_embeds: tuple[str, ...] = ()
 
     def check(self) -> Iterator[Problem]:
+        if self.frame_size is not None and min(self.frame_size) < 1:
+            yield "frame_size", f"expected a positive (height, width), got {list(self.frame_size)}"
+        if self.frame_rate is not None and self.frame_rate <= 0:
+            yield "frame_rate", f"expected frames per second > 0, got {self.frame_rate}"
         if not self.input_streams:
             yield "input_streams", "expected at least one of rgb, keypoint"
         if len(set(self.input_streams)) != len(self.input_streams):
@@ -131,6 +146,13 @@ class DataConfig:
     @property
     def is_video(self) -> bool:
         return self.input_data in ("video", "videos")
+
+    @property
+    def layout(self) -> str:
+        """How the frames are stored: ``frame_layout``, else the dataset's own zip, else video."""
+        if self.frame_layout is not None:
+            return self.frame_layout
+        return self.dataset_name if self.dataset_name in ZIP_FRAME_LAYOUTS else "video"
 
     def annotation_file(self, split: str) -> str | None:
         return getattr(self, split)
@@ -368,11 +390,6 @@ class RecognitionConfig:
         return None if name is None else parse_gloss_feature(name)
 
     def check(self) -> Iterator[Problem]:
-        if self.GlossTokenizer.gloss2id_file is None:
-            yield (
-                "GlossTokenizer.gloss2id_file",
-                "required: the recognition vocabulary (gloss2ids.pkl)",
-            )
         name = self.gloss_feature_ensemble
         if name is not None and parse_gloss_feature(name) is None:
             yield (
@@ -769,8 +786,20 @@ def _check_streams(cfg: Config, rec: RecognitionConfig) -> Iterator[Problem]:
             yield "data.use_keypoints", "required when data.input_streams contains keypoint"
         if cfg.data.keypoint_file is None:
             yield "data.keypoint_file", "required when data.input_streams contains keypoint"
-    if "rgb" in streams and cfg.data.is_video and cfg.data.zip_file is None:
-        yield "data.zip_file", "required when data.input_streams contains rgb (the frames)"
+    zipped = cfg.data.layout in ZIP_FRAME_LAYOUTS
+    if "rgb" in streams and cfg.data.is_video and cfg.data.zip_file is None and zipped:
+        yield (
+            "data.zip_file",
+            f"required for the {cfg.data.layout} frame layout (the frames' zip); own videos: "
+            "a manifest with a 'video' column and data.frame_layout: video",
+        )
+    size, heatmap = cfg.data.frame_size, rec.heatmap_cfg
+    if "keypoint" in streams and size is not None and heatmap and heatmap.raw_size != size:
+        yield (
+            f"{prefix}.heatmap_cfg.raw_size",
+            f"expected data.frame_size {list(size)}: the keypoints are brought to the frames' "
+            f"size, got {list(heatmap.raw_size)}",
+        )
     two = len(streams) == 2
     if two and rec.fuse_method == "empty":
         yield (
@@ -902,11 +931,12 @@ def required_files(cfg: Config, splits: Sequence[str]) -> list[tuple[str, str | 
             paths = data.inputs_embeds_files(split) or (None,)
             files += [(f"data.{split}_inputs_embeds[{i}]", path) for i, path in enumerate(paths)]
     if cfg.task == "S2G":
-        if "rgb" in data.input_streams and data.frame_layout not in ("folder", "video"):
+        if "rgb" in data.input_streams and data.layout in ZIP_FRAME_LAYOUTS:
             files.append(("data.zip_file", data.zip_file))
         if "keypoint" in data.input_streams:
             files.append(("data.keypoint_file", data.keypoint_file))
-    if cfg.is_recognition and cfg.model.RecognitionNetwork is not None:
+    vocabulary = cfg.is_recognition and cfg.model.RecognitionNetwork is not None
+    if vocabulary and cfg.model.RecognitionNetwork.GlossTokenizer.gloss2id_file is not None:
         key = "model.RecognitionNetwork.GlossTokenizer.gloss2id_file"
         files.append((key, cfg.model.RecognitionNetwork.GlossTokenizer.gloss2id_file))
     return files
