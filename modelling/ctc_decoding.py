@@ -70,6 +70,7 @@ label order thus keeps the *first* label attaining ``max_c x[c]`` if that maximu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import groupby
 
@@ -606,3 +607,67 @@ def _survivors(
         label_end=np.where(grown, score, np.where(empty, NEG_INF, new_label[rows, source])),
         count=(~empty).sum(1),
     )
+
+
+# -- forced alignment --------------------------------------------------------------------------
+def ctc_forced_alignment(log_probs: np.ndarray, labels: Sequence[int]) -> list[tuple[int, int]]:
+    """Where each label of a labelling sits on the time axis: the best CTC path (Viterbi).
+
+    The prefix beam search gives the labelling, not when each label happens; the most likely
+    alignment of the labelling to the posteriors does: states blank, l1, blank, l2, ...,
+    blank; a state stays, moves to the next, or skips a blank between two different labels.
+
+    Args:
+        log_probs: ``(T, V)`` log-probabilities (blank = 0).
+        labels: the labelling (no blank), e.g. the decoded glosses of the same posteriors.
+
+    Returns:
+        per label ``(first step, last step)`` (inclusive) of its run on the best path; an
+        empty list for an empty labelling. Raises ValueError when ``T`` is too short for the
+        labelling (a repeated label needs a blank between).
+    """
+    labels = [int(label) for label in labels]
+    if not labels:
+        return []
+    scores = np.asarray(log_probs, dtype=np.float64)
+    states = np.full(2 * len(labels) + 1, BLANK_ID)
+    states[1::2] = labels
+    emit = scores[:, states]  # (T, S)
+    can_skip = np.zeros(len(states), dtype=bool)  # from s - 2: a label after a different one
+    can_skip[3::2] = np.array(labels[1:]) != np.array(labels[:-1])
+    best, back = _viterbi(emit, can_skip)
+    end = len(states) - 1 if best[-1] >= best[-2] else len(states) - 2
+    if not np.isfinite(best[end]):
+        raise ValueError(f"{len(scores)} steps cannot hold the labelling {labels}")
+    path = _backtrack(back, end)
+    spans = []
+    for index in range(len(labels)):
+        steps = np.flatnonzero(path == 2 * index + 1)
+        spans.append((int(steps[0]), int(steps[-1])))
+    return spans
+
+
+def _viterbi(emit: np.ndarray, can_skip: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of the best paths ending in each state at the last step, and the back-pointers."""
+    time, count = emit.shape
+    score = np.full(count, NEG_INF)
+    score[:2] = emit[0, :2]
+    back = np.zeros((time, count), dtype=np.int64)
+    for t in range(1, time):
+        stay = score
+        advance = np.concatenate([[NEG_INF], score[:-1]])
+        skip = np.where(can_skip, np.concatenate([[NEG_INF, NEG_INF], score[:-2]]), NEG_INF)
+        options = np.stack([stay, advance, skip])  # (3, S)
+        choice = options.argmax(0)
+        back[t] = np.arange(count) - choice
+        score = options[choice, np.arange(count)] + emit[t]
+    return score, back
+
+
+def _backtrack(back: np.ndarray, end: int) -> np.ndarray:
+    """The state at every step of the best path ending in state ``end``."""
+    path = np.empty(len(back), dtype=np.int64)
+    path[-1] = end
+    for t in range(len(back) - 1, 0, -1):
+        path[t - 1] = back[t, path[t]]
+    return path

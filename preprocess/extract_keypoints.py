@@ -34,7 +34,7 @@ import sys
 import time
 import traceback
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,30 +178,42 @@ class ClipResult:
     error: str | None = None
 
 
+def keypoints_of_frames(
+    estimator: PoseEstimator, frames: Iterable[np.ndarray], mirrored: bool = False
+) -> tuple[np.ndarray, tuple[int, int] | None, int]:
+    """RGB frames of one clip -> (keypoints ``(T, 133, 3)`` filled, frame size, frames without
+    a person). Raises DataError for frames of different sizes."""
+    sizes: list[tuple[int, int]] = []
+
+    def measured() -> Iterator[np.ndarray]:
+        for frame in frames:
+            sizes.append(frame.shape[:2])
+            yield frame
+
+    raw = estimator.clip(measured())
+    if len(set(sizes)) > 1:
+        raise DataError(f"frames differ in size: {sorted(set(sizes))}")
+    if len(raw) == 0:
+        return raw, None, 0
+    if mirrored:
+        raw = raw[:, list(holistic_mapping.MIRROR)]
+    no_person = int(np.isnan(raw[..., 0]).all(axis=1).sum())
+    return fill_missing(raw, sizes[0]), sizes[0], no_person
+
+
 def extract_clip(
     estimator: PoseEstimator, reader: FrameReader, sample: Sample, mirrored: bool = False
 ) -> ClipResult:
     """Keypoints of one clip; a clip that cannot be read gives a result with the error."""
-    sizes: list[tuple[int, int]] = []
-
-    def frames() -> Iterator[np.ndarray]:
-        for frame in reader.iter_frames(sample):
-            sizes.append(frame.shape[:2])
-            yield frame
-
     try:
-        raw = estimator.clip(frames())
+        points, size, no_person = keypoints_of_frames(
+            estimator, reader.iter_frames(sample), mirrored
+        )
     except DataError as error:
         return ClipResult(sample.name, error=str(error))
-    if len(raw) == 0:
+    if len(points) == 0:
         return ClipResult(sample.name, error="the clip has no frame")
-    if len(set(sizes)) > 1:
-        return ClipResult(sample.name, error=f"frames differ in size: {sorted(set(sizes))}")
-    if mirrored:
-        raw = raw[:, list(holistic_mapping.MIRROR)]
-    no_person = int(np.isnan(raw[..., 0]).all(axis=1).sum())
-    points = fill_missing(raw, sizes[0])
-    return ClipResult(sample.name, points, sizes[0], no_person)
+    return ClipResult(sample.name, points, size, no_person)
 
 
 # -- worker processes ----------------------------------------------------------------------

@@ -16,7 +16,13 @@ import numpy as np
 import pytest
 import torch
 
-from modelling.ctc_decoding import ctc_decode, ctc_decode_scores, ctc_greedy_decode, merge_repeats
+from modelling.ctc_decoding import (
+    ctc_decode,
+    ctc_decode_scores,
+    ctc_forced_alignment,
+    ctc_greedy_decode,
+    merge_repeats,
+)
 from tests import ctc_reference
 from tests.ctc_reference import prefix_beam_search, reference_decode
 
@@ -303,3 +309,43 @@ def test_edge_shapes_and_bad_arguments() -> None:
     ]:
         with pytest.raises(ValueError):
             ctc_decode_scores(np.asarray(scores, np.float32), np.array(lengths), beam)
+
+
+# -- forced alignment -----------------------------------------------------------------------
+def test_forced_alignment_finds_the_runs_of_a_clear_path():
+    path = [0, 3, 3, 0, 0, 5, 0, 3, 3, 3, 0]  # labels 3 (steps 1-2), 5 (5), 3 (7-9)
+    log_probs = torch.nn.functional.one_hot(torch.tensor(path), 6).float().mul(10).log_softmax(-1)
+    assert ctc_forced_alignment(log_probs.numpy(), [3, 5, 3]) == [(1, 2), (5, 5), (7, 9)]
+    assert ctc_forced_alignment(log_probs.numpy(), []) == []
+
+
+def test_forced_alignment_is_the_best_path_of_the_labelling():
+    """Against exhaustive search over every path that collapses to the labelling."""
+    rng = np.random.RandomState(4)
+    for _ in range(10):
+        time, vocab = rng.randint(3, 7), rng.randint(3, 5)
+        log_probs = _random_log_probs(rng, time, vocab, scale=2.0)
+        labels = [int(v) for v in rng.randint(1, vocab, size=rng.randint(1, 3))]
+        best, best_path = -np.inf, None
+        for path in itertools.product(range(vocab), repeat=time):
+            if list(_collapse(path)) == labels:
+                score = sum(log_probs[t, c] for t, c in enumerate(path))
+                if score > best:
+                    best, best_path = score, path
+        if best_path is None:
+            with pytest.raises(ValueError):
+                ctc_forced_alignment(log_probs, labels)
+            continue
+        spans = ctc_forced_alignment(log_probs, labels)
+        runs = [(t, c) for t, c in enumerate(best_path) if c != 0]
+        assert len(spans) == len(labels)
+        for (first, last), label in zip(spans, labels):
+            assert all(best_path[t] == label for t in range(first, last + 1))
+        assert spans[0][0] == runs[0][0] and spans[-1][1] == runs[-1][0]
+
+
+def test_repeated_labels_need_a_blank_between():
+    log_probs = np.log(np.full((2, 3), 1 / 3))
+    with pytest.raises(ValueError, match="cannot hold"):
+        ctc_forced_alignment(log_probs, [1, 1])
+    assert ctc_forced_alignment(np.log(np.full((3, 3), 1 / 3)), [1, 1]) == [(0, 0), (2, 2)]

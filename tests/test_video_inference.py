@@ -1,0 +1,273 @@
+"""One-video inference: resampling, fitting, windows, spans; the command on tiny trained models."""
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import training
+import translate
+from dataset.annotations import load_annotations
+from dataset.frames import FrameFit, ZipFrameReader, phoenix2014t_member
+from dataset.synthetic import generate_demo_dataset
+from engine.video_inference import (
+    Recognition,
+    _join,
+    load_run,
+    prepare_clip,
+    resample_indices,
+    translate_clip,
+    windows_of,
+)
+from utils.config import config_from_dict
+
+FRAME_SIZE = (260, 210)  # height, width, as Phoenix stores them
+CPU = torch.device("cpu")
+
+
+def test_resampling_in_time_keeps_the_nearest_frames():
+    assert list(resample_indices(5, 25, 25)) == [0, 1, 2, 3, 4]
+    assert list(resample_indices(6, 30, 25)) == [0, 1, 2, 4, 5]  # 0.2 s at 25 frames/s
+    assert list(resample_indices(4, 12.5, 25)) == [0, 0, 1, 2, 2, 2, 3, 3]  # 0.32 s, doubled
+    assert len(resample_indices(300, 30, 25)) == 250 and resample_indices(0, 25, 25).size == 0
+
+
+def test_windows_cover_long_clips_half_overlapping():
+    assert windows_of(40, 64) == [0]
+    starts = windows_of(200, 64)
+    assert starts[0] == 0 and starts[-1] == 200 - 64
+    assert all(b - a <= 32 for a, b in zip(starts, starts[1:]))
+    assert all(s % 4 == 0 for s in starts)
+
+
+def test_joining_takes_each_step_from_the_nearest_window():
+    class Head:
+        def __init__(self, value, steps):
+            self.log_probs = torch.full((1, steps, 3), float(value))
+
+    class Output:
+        def __init__(self, value, steps):
+            self.heads = {"gloss": Head(value, steps)}
+            self.head_inputs = {"rgb": torch.full((1, steps, 2), float(value))}
+
+    parts = [(0, 32, Output(0, 8)), (16, 48, Output(1, 8))]  # frames 0-31 and 16-47
+    joined = _join(parts, "gloss", 48)
+    assert isinstance(joined, Recognition) and joined.steps == 12 and joined.windows == 2
+    owner = joined.head_inputs["rgb"][:, 0].tolist()
+    assert owner == [0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1]  # the boundary at frame 24
+
+
+def test_frames_are_fitted_without_stretching():
+    fit = FrameFit(FRAME_SIZE)
+    wide = np.zeros((240, 320, 3), np.uint8)
+    wide[:, 150:170] = 255  # a centred bar stays centred
+    fitted = fit.image(wide)
+    assert fitted.shape == (260, 210, 3)
+    assert fitted[:, 105].min() == 255 and fitted[:, 20].max() == 0
+    points = np.array([[160.0, 120.0, 1.0], [0.0, 0.0, 1.0]])
+    moved = fit.points(points, (240, 320))
+    np.testing.assert_allclose(moved[0, :2], [105, 130], atol=1)  # the centre stays the centre
+    assert moved[1, 0] < 0  # cut off at the left
+    padded = FrameFit(FRAME_SIZE, "pad").image(wide)
+    assert padded.shape == (260, 210, 3) and padded[:30].max() == 0  # black bands
+
+
+# -- the command on tiny models trained here -----------------------------------------------
+def _s2g_config(data: Path, model_dir: Path, max_steps: int) -> dict:
+    return {
+        "task": "S2G",
+        "data": {
+            "dataset_name": "demo",
+            "input_streams": ["rgb"],
+            "zip_file": str(data / "demo-videos.zip"),
+            "frame_layout": "phoenix-2014t",
+            "frame_size": list(FRAME_SIZE),
+            "frame_rate": 25,
+            "train": str(data / "demo.train"),
+            "dev": str(data / "demo.dev"),
+            "test": str(data / "demo.test"),
+            "transform_cfg": {"img_size": 32, "max_num_frames": 48, "bottom_area": 0.9},
+        },
+        "testing": {"cfg": {"recognition": {"beam_size": 2}}},
+        "training": {
+            "model_dir": str(model_dir),
+            "overwrite": True,
+            "num_workers": 0,
+            "batch_size": 4,
+            "total_epoch": 100,
+            "max_steps": max_steps,
+            "validation": {"unit": "step", "freq": 1000},
+            "optimization": {"learning_rate": {"default": 3e-3}, "scheduler": "none"},
+        },
+        "model": {
+            "RecognitionNetwork": {
+                "GlossTokenizer": {"gloss2id_file": str(data / "gloss2ids.pkl")},
+                "backbone_bn_momentum": 0.3,
+                "s3d": {"pretrained_ckpt": "scratch", "use_block": 2},
+                "visual_head": {"hidden_size": 64, "ff_size": 128},
+            }
+        },
+    }
+
+
+def _write_config(path: Path, raw: dict) -> Path:
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _mp4(path: Path, frames: np.ndarray, fps: float = 25.0) -> Path:
+    height, width = frames.shape[1:3]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A run folder with an S2G stage trained until it outputs glosses on a training clip."""
+    root = tmp_path_factory.mktemp("video")
+    data = root / "data"
+    generate_demo_dataset(
+        data, seed=5, num_train=4, num_dev=1, num_test=1, vocab_size=3,
+        frame_size=FRAME_SIZE, min_glosses=1, max_glosses=2,
+    )  # fmt: skip
+    samples = load_annotations(data / "demo.train")
+    frames = ZipFrameReader(data / "demo-videos.zip", phoenix2014t_member).read(
+        samples[0], np.arange(samples[0].num_frames)
+    )
+    video = _mp4(root / "clip.mp4", frames)
+    run_dir = root / "run"
+    (run_dir / "configs").mkdir(parents=True)
+    for steps in (60, 120, 200):
+        config = _write_config(
+            run_dir / "configs" / "s2g.yaml", _s2g_config(data, run_dir / "s2g", steps)
+        )
+        assert training.main(["--config", str(config), "--resume"]) == 0
+        pipeline = load_run(run_dir, CPU, "glosses")
+        if translate_clip(pipeline, frames, 25.0, CPU).glosses:
+            break
+    return {"root": root, "run": run_dir, "video": video, "frames": frames, "data": data}
+
+
+def test_the_command_writes_glosses_spans_and_the_picture(run, tmp_path, capsys):
+    output = tmp_path / "out" / "clip.json"
+    assert (
+        translate.main([str(run["video"]), "--run", str(run["run"]), "--output", str(output)]) == 0
+    )
+    result = json.loads(output.read_text())
+    assert {
+        "input",
+        "source",
+        "model",
+        "head",
+        "glosses",
+        "gloss_text",
+        "text",
+        "timings_s",
+    } <= set(result)
+    assert result["glosses"], "the trained model recognises something"
+    duration = result["source"]["duration_s"]
+    starts = [g["start_s"] for g in result["glosses"]]
+    assert starts == sorted(starts)
+    for gloss in result["glosses"]:
+        assert 0 <= gloss["start_s"] < gloss["end_s"] <= duration + 1e-6
+        assert 0 <= gloss["start_frame"] <= gloss["end_frame"] < result["source"]["frames"]
+    assert set(result["timings_s"]) == {"keypoints", "recognition", "translation"}
+    picture = cv2.imread(result["picture"])
+    assert picture is not None and picture.shape[:2] == (700, 1200)
+    assert result["gloss_text"] in capsys.readouterr().out
+
+
+def test_another_frame_size_gives_the_posteriors_of_the_frames_brought_to_size(run, tmp_path):
+    """A 320 x 240 video of the clip against the clip fitted to 260 x 210 beforehand.
+
+    Both go through mp4 (lossy) once; the posteriors agree to within 0.01 (measured: at most
+    1.1e-4, mean 1.5e-5: the model sees the frames at 32 x 32).
+    """
+    frames = run["frames"]
+    wide = np.stack([cv2.resize(f, (320, 240)) for f in frames])  # another size and aspect
+    prefitted = np.stack([FrameFit(FRAME_SIZE).image(f) for f in wide])
+    pipeline = load_run(run["run"], CPU, "glosses")
+    results = []
+    for name, video in (("wide", wide), ("prefitted", prefitted)):
+        path = _mp4(tmp_path / f"{name}.mp4", video)
+        decoded, fps = translate.read_input(path, None)
+        results.append(translate_clip(pipeline, decoded, fps, CPU))
+    first, second = (np.exp(r.recognition.log_probs) for r in results)
+    assert first.shape == second.shape
+    assert np.abs(first - second).max() <= 0.01
+    assert results[0].glosses and results[1].glosses
+
+
+def test_a_clip_longer_than_the_model_window_is_covered(run, tmp_path):
+    frames = np.concatenate([run["frames"]] * 4)  # beyond max_num_frames (48)
+    pipeline = load_run(run["run"], CPU, "glosses")
+    result = translate_clip(pipeline, frames, 25.0, CPU)
+    assert result.model["windows"] > 1 and result.model["frames"] == len(frames)
+    assert result.recognition.steps == -(-len(frames) // 4)
+    assert result.glosses and result.glosses[-1]["end_s"] <= len(frames) / 25 + 1e-6
+
+
+def test_videos_are_resampled_to_the_model_frame_rate(run):
+    frames = np.repeat(run["frames"], 2, axis=0)  # the clip at 50 frames/s
+    pipeline = load_run(run["run"], CPU, "glosses")
+    clip = prepare_clip(frames, 50.0, pipeline.s2g.cfg)
+    assert len(clip.frames) == len(run["frames"]) and clip.frames.shape[1:3] == FRAME_SIZE
+    np.testing.assert_allclose(clip.times[:3], [0, 0.04, 0.08])
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("absent.mp4", None, "does not exist"),
+        ("junk.mp4", b"not a video", "cannot open video"),
+        ("two.mp4", "two frames", "the model needs 4"),
+    ],
+)
+def test_bad_inputs_are_named(run, tmp_path, capsys, name, content, message):
+    path = tmp_path / name
+    if content == "two frames":
+        _mp4(path, run["frames"][:2])
+    elif content is not None:
+        path.write_bytes(content)
+    assert translate.main([str(path), "--run", str(run["run"])]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_stages_and_unfitting_checkpoints_are_named(run, tmp_path, capsys):
+    assert translate.main([str(run["video"]), "--run", str(run["run"]), "--pipeline", "g2t"]) == 2
+    assert "no trained stage g2t" in capsys.readouterr().err
+    raw = _s2g_config(run["data"], run["run"] / "s2g", 1)
+    raw["model"]["RecognitionNetwork"]["visual_head"]["hidden_size"] = 32
+    config = _write_config(tmp_path / "other.yaml", raw)
+    checkpoint = run["run"] / "s2g" / "ckpts" / "best.ckpt"
+    assert translate.main([str(run["video"]), "--s2g", f"{config}:{checkpoint}"]) == 2
+    assert "does not fit the model" in capsys.readouterr().err
+    assert translate.main([str(run["video"])]) == 2
+    assert "give the models" in capsys.readouterr().err
+
+
+def test_the_overlay_video_has_every_frame(run, tmp_path):
+    overlay = tmp_path / "overlay.mp4"
+    assert (
+        translate.main([str(run["video"]), "--run", str(run["run"]), "--overlay", str(overlay)])
+        == 0
+    )
+    capture = cv2.VideoCapture(str(overlay))
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    ok, frame = capture.read()
+    capture.release()
+    assert ok and count == len(run["frames"]) and frame.shape[:2] == (2 * 260, 2 * 210)
+
+
+def test_a_config_check_for_own_data(tmp_path):
+    raw = _s2g_config(tmp_path, tmp_path / "m", 1)
+    raw["data"]["frame_size"] = [0, 10]
+    with pytest.raises(Exception, match="data.frame_size: expected a positive"):
+        config_from_dict(raw, "x.yaml")

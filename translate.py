@@ -1,0 +1,178 @@
+"""Glosses and a translation of one video (or several), with the time each gloss is signed.
+
+    python translate.py my_clip.mp4 --run experiments/outputs/demo --output out/clip.json
+    python translate.py a.mp4 b.webm frames_of_c/ --run experiments/outputs/phoenix-2014t --output out/
+    python translate.py clip.mp4 --s2g cfg/s2g.yaml:ckpt/best.ckpt --g2t cfg/g2t.yaml --overlay clip_subtitled.mp4
+
+Models: a run folder of the staged schedule (stages found by name: ``s2g``, ``g2t``,
+``s2t_video``/``keypoint``/``joint`` + ``s2t_ensemble``; ``--pipeline`` picks glosses, g2t or
+s2t, default the most complete one there), or explicit ``CONFIG[:CHECKPOINT]`` pairs
+(checkpoint default: the config's ``<model_dir>/ckpts/best.ckpt``). Inputs: video files
+(mp4, avi, mov, webm, ... via OpenCV) or folders of frames (``--fps``). Keypoints, when the
+model reads them: ``--keypoints FILE.pkl`` (entries named by the input's stem, one per source
+frame) or, by default, MediaPipe Holistic run on the video.
+
+Prints the glosses with their spans and the text; ``--output`` writes the JSON (a folder for
+several inputs) and beside it the picture (``<name>.png``: posteriors over time, spans,
+thumbnails); ``--overlay`` an mp4 with the keypoints and running subtitles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from dataset.annotations import Sample
+from dataset.frames import FolderFrameReader, VideoFrameReader
+from engine.video_inference import (
+    PIPELINES,
+    Pipeline,
+    load_run,
+    load_stage,
+    reported_head,
+    translate_clip,
+)
+from engine.video_report import write_json, write_overlay, write_picture
+from preprocess.extract_keypoints import keypoints_of_frames
+from preprocess.pose_estimators import build_estimator
+from utils.cli import run_command
+from utils.distributed import select_device
+from utils.errors import ConfigurationError, DataError
+from utils.files import read_pickle
+
+logger = logging.getLogger("translate")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("inputs", nargs="+", type=Path, help="video files or frame folders")
+    parser.add_argument("--run", type=Path, help="a run folder of scripts/run_schedule.sh")
+    parser.add_argument("--pipeline", default="auto", choices=PIPELINES)
+    parser.add_argument("--s2g", help="CONFIG[:CHECKPOINT] of the sign-to-gloss model")
+    parser.add_argument("--g2t", help="CONFIG[:CHECKPOINT] of a gloss-to-text model")
+    parser.add_argument("--s2t", nargs="+", default=[], help="CONFIG[:CHECKPOINT] of S2T networks")
+    parser.add_argument("--ensemble", help="CONFIG of their multi-source ensemble")
+    parser.add_argument("--keypoints", type=Path, help="a keypoint pickle (default: MediaPipe)")
+    parser.add_argument("--fps", type=float, help="frame folders: their frame rate")
+    parser.add_argument("--beam", type=int, help="CTC beam (default: the config's testing beam)")
+    parser.add_argument("--output", type=Path, help="the JSON (a folder for several inputs)")
+    parser.add_argument("--overlay", type=Path, help="an mp4 with keypoints and subtitles")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    return parser.parse_args(argv)
+
+
+def _pair(text: str) -> tuple[Path, Path | None]:
+    config, _, checkpoint = text.partition(":")
+    return Path(config), Path(checkpoint) if checkpoint else None
+
+
+def build_pipeline(args: argparse.Namespace, device: torch.device) -> Pipeline:
+    if args.run is not None:
+        if args.s2g:
+            raise ConfigurationError("give --run or --s2g (with --g2t / --s2t), not both")
+        return load_run(args.run, device, args.pipeline)
+    if not args.s2g:
+        raise ConfigurationError("give the models: --run RUN_FOLDER or --s2g CONFIG[:CHECKPOINT]")
+    s2g = load_stage("s2g", *_pair(args.s2g), device)
+    results = Path(s2g.cfg.training.model_dir) / "results.json"
+    pipeline = Pipeline(s2g=s2g, head=reported_head(results, s2g))
+    if args.g2t:
+        pipeline.g2t = load_stage("g2t", *_pair(args.g2t), device)
+    pipeline.s2t = [load_stage(f"s2t{i}", *_pair(p), device) for i, p in enumerate(args.s2t)]
+    if args.ensemble:
+        pipeline.ensemble = load_stage("s2t_ensemble", Path(args.ensemble), None, device)
+    return pipeline
+
+
+def read_input(path: Path, fps: float | None) -> tuple[np.ndarray, float]:
+    """All frames of a video file or frame folder as stored: uint8 ``(N, h, w, 3)``, fps."""
+    if not path.exists():
+        raise DataError(f"input {path} does not exist")
+    sample = Sample(name=path.stem, video=path)
+    if path.is_dir():
+        frames = np.stack(list(FolderFrameReader().iter_frames(sample)))
+        return frames, fps or 25.0
+    capture = cv2.VideoCapture(str(path))
+    rate = capture.get(cv2.CAP_PROP_FPS) if capture.isOpened() else 0.0
+    capture.release()
+    frames = list(VideoFrameReader().iter_frames(sample))
+    return np.stack(frames), fps or (rate if rate > 0 else 25.0)
+
+
+def keypoint_source(args: argparse.Namespace, path: Path):
+    """The input's keypoints from ``--keypoints``, or a function running MediaPipe on frames."""
+    if args.keypoints is not None:
+        entries = read_pickle(
+            args.keypoints, "keypoint file", "a dict name -> {'keypoints': ...}", dict
+        )
+        if path.stem not in entries:
+            raise DataError(f"keypoint file {args.keypoints} has no entry '{path.stem}' for {path}")
+        return np.asarray(entries[path.stem]["keypoints"], dtype=np.float32)
+    estimator = build_estimator("mediapipe")
+    return lambda frames: keypoints_of_frames(estimator, frames)[0]
+
+
+def report(result, path: Path) -> None:
+    print(
+        f"\n{path}: {result.source['frames']} frames at {result.source['fps']:g} frames/s "
+        f"({result.source['duration_s']:.2f} s), {result.model['pipeline']}, head {result.head}"
+    )
+    for gloss in result.glosses:
+        print(f"  {gloss['start_s']:7.2f} - {gloss['end_s']:7.2f} s  {gloss['gloss']}")
+    if not result.glosses:
+        print("  (no gloss recognised)")
+    if result.text is not None:
+        print(f"  text: {result.text}")
+    timings = ", ".join(f"{k} {v:.2f} s" for k, v in result.timings_s.items())
+    print(f"  time: {timings}")
+
+
+def outputs_for(args: argparse.Namespace, path: Path) -> tuple[Path | None, Path | None]:
+    """(JSON, PNG) paths of an input."""
+    if args.output is None:
+        return None, None
+    target = args.output / f"{path.stem}.json" if len(args.inputs) > 1 else args.output
+    return target, target.with_suffix(".png")
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.overlay is not None and len(args.inputs) > 1:
+        raise ConfigurationError("--overlay writes one video: give one input")
+    device = select_device(args.device)
+    pipeline = build_pipeline(args, device)
+    for path in args.inputs:
+        frames, fps = read_input(path, args.fps)
+        result = translate_clip(
+            pipeline, frames, fps, device, keypoint_source(args, path) if _reads_keypoints(pipeline) else None,
+            {"path": str(path)}, args.beam,
+        )  # fmt: skip
+        report(result, path)
+        json_path, png_path = outputs_for(args, path)
+        if json_path is not None:
+            write_picture(result, pipeline.s2g, png_path)
+            write_json(result, json_path, {"picture": str(png_path)})
+            print(f"  wrote {json_path} and {png_path}")
+        if args.overlay is not None:
+            write_overlay(result, pipeline.s2g, args.overlay)
+            print(f"  wrote {args.overlay}")
+
+
+def _reads_keypoints(pipeline: Pipeline) -> bool:
+    return "keypoint" in pipeline.s2g.cfg.data.input_streams
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return run_command(run, parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
