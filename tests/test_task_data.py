@@ -1,17 +1,21 @@
 """Per-task datasets and loaders built from configs, on a tiny synthetic dataset."""
 
 import gzip
+import json
 import pickle
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
+import training
 from dataset.gloss_vocabulary import GlossVocabulary
 from dataset.synthetic import generate_demo_dataset
 from dataset.text_tokenizer import VocabularyTextTokenizer
 from engine.task_data import Vocabularies, build_dataset, build_loader, load_split
-from utils.config import config_from_dict
+from utils.config import config_from_dict, load_config
 from utils.distributed import DistributedContext
 
 CPU = DistributedContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
@@ -198,3 +202,61 @@ def test_gloss_to_text_batches(demo: Path):
         text.decode(torch.cat([batch["decoder_input_ids"][:, :1], batch["text_labels"]], 1))
         == batch["texts"]
     )
+
+
+# -- own videos, as docs/data.md describes them ----------------------------------------------
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "data.md"
+CUSTOM = (
+    Path(__file__).resolve().parents[1] / "experiments" / "configs" / "custom" / "s2g_video.yaml"
+)
+
+
+def _docs_manifest() -> str:
+    """The ```json block of the docs' "Your own videos" section, as written there."""
+    section = DOCS.read_text(encoding="utf-8").split("## Your own videos", 1)[1]
+    return section.split("```json\n", 1)[1].split("```", 1)[0]
+
+
+def _video(path: Path, size: tuple[int, int], frames: int) -> None:
+    rng = np.random.default_rng(0)
+    height, width = size
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (width, height))
+    for _ in range(frames):
+        writer.write(rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
+    writer.release()
+
+
+def test_the_docs_manifest_example_trains_as_written(tmp_path: Path, monkeypatch):
+    """The manifest of the docs, videos of two sizes, the config the docs point to."""
+    mine = tmp_path / "data" / "mine"
+    (mine / "videos").mkdir(parents=True)
+    (mine / "frames" / "clip002").mkdir(parents=True)
+    (mine / "my_clips.jsonl").write_text(_docs_manifest(), encoding="utf-8")
+    _video(mine / "videos" / "clip001.mp4", (240, 320), 12)  # wide, not 260 x 210
+    for i in range(10):
+        cv2.imwrite(
+            str(mine / "frames" / "clip002" / f"{i:03d}.png"), np.full((260, 210, 3), i, np.uint8)
+        )
+    monkeypatch.chdir(tmp_path)  # the config's relative paths: data/mine/..., experiments/...
+    overrides = ["training.max_steps=2", "training.num_workers=0", "training.batch_size=1"]
+    assert training.main(["--config", str(CUSTOM), "--override", *overrides]) == 0
+    run = tmp_path / "experiments" / "outputs" / "mine" / "s2g"
+    vocabulary = GlossVocabulary.from_file(run / "gloss2ids.pkl")
+    assert "morgen" in vocabulary and "regen" in vocabulary  # built from the training glosses
+    results = json.loads((run / "results.json").read_text())
+    assert "wer" in results["dev"]
+    cfg = load_config(CUSTOM, ["training.model_dir=" + str(run)])
+    vocabs = Vocabularies(gloss=vocabulary)
+    batch = next(
+        iter(
+            build_loader(
+                build_dataset(cfg, "dev", vocabs, is_train=False),
+                2,
+                shuffle=False,
+                num_workers=0,
+                seed=0,
+                ctx=CPU,
+            )[0]
+        )
+    )
+    assert batch["videos"].shape[-2:] == (260, 210)  # both clips brought to the frame size
