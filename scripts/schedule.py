@@ -2,6 +2,7 @@
 
     single-stream S2G (video, keypoint) -> TwoStream S2G -> G2T -> feature extraction
     -> S2T video / keypoint / joint -> their encoder inputs -> multi-source ensemble
+    (demo: -> one test clip, written as an mp4, through translate.py: JSON and picture)
 
 Phoenix-2014 has no texts: its schedule stops after the TwoStream S2G. A stage is skipped
 when its outputs exist (``results.json`` of a training stage, the feature files of an
@@ -25,20 +26,26 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
+import numpy as np
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from dataset.annotations import load_annotations  # noqa: E402
+from dataset.frames import ZipFrameReader, phoenix2014t_member  # noqa: E402
 from dataset.synthetic import ensure_demo_dataset  # noqa: E402
 from engine.evaluation import format_table  # noqa: E402
 from utils.cli import add_override_argument  # noqa: E402
 from utils.config import head_input_name  # noqa: E402
+from utils.files import atomic_pickle, read_pickle  # noqa: E402
 
 DATASETS = ("demo", "phoenix-2014", "phoenix-2014t", "csl-daily")
 # The demo run of the README, trimmed to seconds for CI: tiny data, a few steps per stage.
 QUICK_DATA = {"num_train": 8, "num_dev": 4, "num_test": 4, "vocab_size": 6}
 QUICK_OVERRIDES = ("training.max_steps=2", "training.total_epoch=1", "training.num_workers=0")
+DEMO_CLIP = "demo_clip"
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,8 @@ def stages_of(dataset: str) -> list[Stage]:
             Stage(name, "extract", cfg(name), ("--splits", "dev,test"), outputs=embeds),
         ]
     stages.append(Stage("s2t_ensemble", "predict", cfg("s2t_ensemble"), outputs=("results.json",)))
+    if dataset == "demo":  # one demo test clip, as a video file, through translate.py
+        stages.append(Stage("translate", "translate", "", outputs=(f"{DEMO_CLIP}.json",)))
     return stages
 
 
@@ -123,6 +132,35 @@ def command(stage: Stage, config: Path, gpus: int, overrides: list[str]) -> list
     for override in overrides:
         args += ["--override", override]
     return args
+
+
+def demo_clip(data_root: Path, target: Path) -> tuple[Path, Path]:
+    """The first demo test clip as an mp4 at 25 frames/s and its keypoints (the synthetic ones:
+    MediaPipe finds no person in drawn frames), named ``demo_clip`` for translate.py."""
+    sample = load_annotations(data_root / "demo.test")[0]
+    frames = ZipFrameReader(data_root / "demo-videos.zip", phoenix2014t_member).read(
+        sample, np.arange(sample.num_frames)
+    )
+    target.mkdir(parents=True, exist_ok=True)
+    video = target / f"{DEMO_CLIP}.mp4"
+    height, width = frames.shape[1:3]
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 25, (width, height))
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    entries = read_pickle(data_root / "demo-keypoints.pkl", "keypoint file", "a dict", dict)
+    keypoints = atomic_pickle(
+        {DEMO_CLIP: entries[sample.name]}, target / f"{DEMO_CLIP}-keypoints.pkl"
+    )
+    print(f"[schedule] translate: {sample.name} ({sample.gloss}) written to {video}", flush=True)
+    return video, keypoints
+
+
+def translate_command(data_root: Path, output_root: Path) -> list[str]:
+    video, keypoints = demo_clip(data_root, output_root / "translate")
+    output = output_root / "translate" / f"{DEMO_CLIP}.json"
+    return [sys.executable, str(REPO / "translate.py"), str(video), "--run", str(output_root),
+            "--keypoints", str(keypoints), "--output", str(output), "--device", "cpu"]  # fmt: skip
 
 
 def is_done(stage: Stage, output_root: Path) -> bool:
@@ -171,14 +209,17 @@ def main(argv: list[str] | None = None) -> int:
         if is_done(stage, output_root):
             print(f"[schedule] {stage.name} ({stage.kind}): outputs exist, skipped", flush=True)
             continue
-        config = relocate(
-            REPO / "experiments" / "configs" / stage.config,
-            args.dataset,
-            output_root,
-            data_root,
-            output_root / "configs" / f"{stage.name}.yaml",
-        )
-        cmd = command(stage, config, args.gpus, overrides)
+        if stage.kind == "translate":
+            cmd = translate_command(data_root, output_root)
+        else:
+            config = relocate(
+                REPO / "experiments" / "configs" / stage.config,
+                args.dataset,
+                output_root,
+                data_root,
+                output_root / "configs" / f"{stage.name}.yaml",
+            )
+            cmd = command(stage, config, args.gpus, overrides)
         print(f"[schedule] {stage.name} ({stage.kind}): {shlex.join(cmd)}", flush=True)
         stage_started = time.perf_counter()
         if subprocess.run(cmd, check=False).returncode != 0:

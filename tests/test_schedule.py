@@ -52,6 +52,17 @@ def test_every_stage_ran_and_wrote_its_results(schedule):
     assert "== s2t_ensemble" in stdout and "bleu4" in stdout
 
 
+def test_the_schedule_ends_by_translating_a_demo_clip(schedule):
+    """translate.py on the run folder: S2G + the three S2T networks + the ensemble."""
+    root, stdout = schedule
+    folder = root / "out" / "translate"
+    result = json.loads((folder / "demo_clip.json").read_text())
+    assert result["model"]["pipeline"] == "S2G + 3 S2T networks + multi-source ensemble"
+    assert isinstance(result["text"], str) and isinstance(result["glosses"], list)
+    assert result["source"]["frames"] > 0 and (folder / "demo_clip.png").is_file()
+    assert "demo_clip.mp4" in stdout and "text:" in stdout
+
+
 def test_features_feed_the_next_stages(schedule):
     out = schedule[0] / "out"
     with gzip.open(out / "s2g" / "extract_feature" / "head_rgb_input" / "train.pkl") as handle:
