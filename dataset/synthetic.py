@@ -14,14 +14,34 @@
   the lower-case glosses).
 * ``demo-info.json``: the generation settings, written last (marks a complete dataset).
 
-The data is learnable by construction. Every gloss is a fixed two-handed movement: the
-right hand starts at one of 4 places and follows one of 5 paths, the left hand the other
-way round, and the hand shape (open or fist) and rotation depend on the gloss too. The
-movement is rendered into the frames and written, point for point, into the hand and
-body keypoints, so both streams carry the signal. Samples vary in speed (6..10 frames
-per gloss), amplitude, position and keypoint noise; signers vary background, skin and
-shirt colours. Texts are a deterministic function of the gloss sequence (a tiny German
-grammar with verb-second word order, articles and reordering), see :func:`gloss_to_text`.
+The data is learnable by construction, and its cues are split between the two streams as
+in real signing (``cue_split``, the default). Gloss ``k`` is one of 2 variants of movement
+``k // 2``:
+
+* **movement** (both streams): where the hands start and the path they take, the right hand
+  one way and the left hand mirrored (8 movements for 16 glosses). Large, so the frames and
+  the keypoints both show it.
+* **colour** (pixels only), the variant of the even movements (glosses 0, 1, 4, 5, ...): the
+  colour of what the hands wear or hold, yellow or magenta, drawn into the frames and absent
+  from the keypoints. A stand-in for what pose estimators miss (hand shape on fast hands,
+  mouthing, a held object).
+* **palm** (keypoints only), the variant of the odd movements (glosses 2, 3, 6, 7, ...): which
+  way the palm faces, i.e. on which side of the hand the thumb is. The hand shape is
+  mirror-symmetric, so both ways draw the same pixels; the keypoints name every finger, so
+  they show it (the thumb tip moves by about 9 pixels of the 64 x 64 frame, 2 heatmap pixels
+  at the demo's 16 x 16).
+
+So the two glosses of a colour pair have identical keypoints and those of a palm pair
+identical frames: a video-only model can at best guess within the palm pairs (half of the
+glosses), a keypoint-only model within the colour pairs, and only a model reading both can
+name every gloss. Every vocabulary of 4 or more glosses has both kinds of pairs.
+With ``cue_split=False`` (the design before, kept for the ablation in ``docs/data.md``) every
+cue is a movement that both streams see: 4 places x 5 paths, hand shape and rotation.
+
+Samples vary in speed (6..10 frames per gloss), amplitude, position and keypoint noise;
+signers vary background, skin and shirt colours. Texts are a deterministic function of the
+gloss sequence (a tiny German grammar with verb-second word order, articles and
+reordering), see :func:`gloss_to_text`.
 """
 
 from __future__ import annotations
@@ -105,7 +125,11 @@ HEAD_CENTRE, HEAD_RADIUS = (0.50, 0.20), 0.10
 RIGHT_SHOULDER, LEFT_SHOULDER = (0.32, 0.40), (0.68, 0.40)
 HAND_LENGTH = 0.13  # wrist to fingertip
 FINGER_SPREAD = (-1.0, -0.4, -0.12, 0.14, 0.4)  # base directions, thumb to little finger
+# cue_split: a mirror-symmetric hand (thumb and little finger alike), so that which side
+# the thumb is on changes the keypoints' finger names but not the drawn pixels.
+SYMMETRIC_SPREAD = (-0.8, -0.4, 0.0, 0.4, 0.8)
 FINGER_LENGTH_SCALE = (0.7, 1.0, 1.0, 1.0, 0.7)
+HAND_COLOURS = ((235, 200, 40), (200, 60, 200))  # cue_split's colour cue: yellow, magenta
 # Hand point indices drawn as one line per finger: wrist, then the finger's 4 points.
 FINGER_CHAINS = tuple((0, *range(1 + 4 * f, 5 + 4 * f)) for f in range(5))
 
@@ -134,6 +158,7 @@ class SyntheticConfig:
     rest_frames: int = 2  # hands at rest before and after the sentence
     num_signers: int = 4
     keypoint_noise: float = 0.4  # pixels
+    cue_split: bool = True  # split the cues between pixels and keypoints (module docstring)
     prefix: str = "demo"
 
     def __post_init__(self) -> None:
@@ -266,6 +291,9 @@ class GlossMotion:
 
     Each hand moves from ``*_start`` by ``*_path``; fingers point along ``angle`` (the
     right hand's; the left hand's is mirrored), which turns by ``turn`` over the gloss.
+    ``spread`` are the fingers' base directions, thumb first; ``palm_flip`` puts the thumb
+    on the other side (keypoints only, with a symmetric spread); ``colour`` indexes
+    :data:`HAND_COLOURS` (pixels only; None: skin).
     """
 
     right_start: np.ndarray
@@ -275,25 +303,49 @@ class GlossMotion:
     openness: float  # 1 open hand, 0 fist
     angle: float
     turn: float
+    spread: tuple[float, ...] = FINGER_SPREAD
+    palm_flip: bool = False
+    colour: int | None = None
 
 
-def gloss_motion(gloss_index: int) -> GlossMotion:
-    """Movement of gloss ``GLOSS_SIGNS[gloss_index]``: place k % 4 and path k // 4."""
+def gloss_motion(gloss_index: int, cue_split: bool = True) -> GlossMotion:
+    """Movement of gloss ``GLOSS_SIGNS[gloss_index]`` (module docstring).
+
+    ``cue_split``: movement ``k // 2`` (place ``m % 4``, path ``(m % 4 + m // 4) % 5``), and its
+    variant ``k % 2`` in colour (even movements) or palm (odd ones); otherwise
+    place ``k % 4`` and path ``k // 4``, hand shape and rotation from both.
+    """
+    if cue_split:
+        movement, variant = divmod(gloss_index, 2)
+        place = movement % 4
+        path = (place + movement // 4) % 5
+        coloured = movement % 2 == 0
+        return GlossMotion(
+            **_movement(place, path),
+            openness=1.0,
+            spread=SYMMETRIC_SPREAD,
+            palm_flip=not coloured and bool(variant),
+            colour=variant if coloured else None,
+        )
     place, path = gloss_index % 4, gloss_index // 4
+    return GlossMotion(**_movement(place, path), openness=float((place + path) % 2 == 0))
+
+
+def _movement(place: int, path: int) -> dict[str, Any]:
+    """Start, path and finger direction of both hands for one place and path."""
     dx, dy = PATHS[place]
-    return GlossMotion(
+    return dict(
         right_start=np.array(RIGHT_HAND_STARTS[place]),
         right_path=np.array(PATHS[path]),
         left_start=np.array(LEFT_HAND_STARTS[path]),
         left_path=np.array([-dx, dy]),  # the left hand moves mirrored
-        openness=float((place + path) % 2 == 0),
         angle=-math.pi / 2 + 0.35 * (path - 2),  # fingers roughly up
         turn=0.7 if place % 2 else -0.7,
     )
 
 
 def _hand_points(
-    palm: np.ndarray, angle: np.ndarray, openness: np.ndarray, mirror: bool
+    palm: np.ndarray, angle: np.ndarray, openness: np.ndarray, spread: np.ndarray
 ) -> np.ndarray:
     """21 hand points per frame (wrist, then 4 per finger, thumb first): ``(T, 21, 2)``.
 
@@ -301,12 +353,12 @@ def _hand_points(
         palm: palm centres ``(T, 2)`` in fractions of the frame.
         angle: direction the fingers point ``(T,)``, radians (image y points down).
         openness: ``(T,)``, 1 for an open hand, 0 for a fist.
-        mirror: spread the fingers the other way round (the left hand).
+        spread: the fingers' base directions ``(T, 5)``, thumb first, relative to ``angle``
+            (negated for a mirrored hand).
     """
     frames = len(palm)
     direction = np.stack([np.cos(angle), np.sin(angle)], axis=-1)
     wrist = palm - 0.35 * HAND_LENGTH * direction
-    spread = (-1.0 if mirror else 1.0) * np.array(FINGER_SPREAD)
     base_angle = angle[:, None] + spread * (0.6 + 0.5 * openness[:, None])
     base = wrist[:, None] + 0.45 * HAND_LENGTH * np.stack(
         [np.cos(base_angle), np.sin(base_angle)], -1
@@ -350,43 +402,70 @@ def _ease(s: np.ndarray) -> np.ndarray:
     return 0.5 - 0.5 * np.cos(np.pi * s)
 
 
-def _hand_tracks(plan: SamplePlan, rng: np.random.Generator) -> np.ndarray:
-    """Palm centre (x, y), finger angle and openness per frame and hand: ``(T, 2, 4)``.
+@dataclass(frozen=True)
+class HandTracks:
+    """Per frame and hand (0: the signer's right hand, image left; 1: the left hand).
 
-    Hand 0 is the signer's right hand (image left), hand 1 the left hand.
+    ``palm`` centres ``(T, 2, 2)`` (fractions of the frame), finger ``angle`` ``(T, 2)``,
+    ``openness`` ``(T, 2)``, finger ``spread`` ``(T, 2, 5)``; ``colour`` ``(T,)`` indexes
+    :data:`HAND_COLOURS` (-1: skin).
     """
-    tracks = np.empty((plan.num_frames, 2, 4))
-    tracks[:, 0] = (*REST_RIGHT, math.pi / 2, 1.0)  # resting hands point down
-    tracks[:, 1] = (*REST_LEFT, math.pi / 2, 1.0)
+
+    palm: np.ndarray
+    angle: np.ndarray
+    openness: np.ndarray
+    spread: np.ndarray
+    colour: np.ndarray
+
+
+def hand_tracks(plan: SamplePlan, config: SyntheticConfig) -> HandTracks:
+    """The hands' movement over a planned sample (the rendering jitter seeded by the plan)."""
+    rng = np.random.default_rng((*plan.seed, 1))
+    frames = plan.num_frames
+    palm = np.empty((frames, 2, 2))
+    palm[:] = (REST_RIGHT, REST_LEFT)
+    angle = np.full((frames, 2), math.pi / 2)  # resting hands point down
+    openness = np.ones((frames, 2))
+    rest_spread = np.array(SYMMETRIC_SPREAD if config.cue_split else FINGER_SPREAD)
+    spread = np.empty((frames, 2, 5))
+    spread[:] = (rest_spread, -rest_spread)
+    colour = np.full(frames, -1)
     gloss_index = {sign.gloss: i for i, sign in enumerate(GLOSS_SIGNS)}
     for gloss, (start, end) in zip(plan.glosses, plan.spans, strict=True):
-        motion = gloss_motion(gloss_index[gloss])
+        motion = gloss_motion(gloss_index[gloss], config.cue_split)
         amplitude = rng.uniform(0.85, 1.15)
         progress = _ease((np.arange(end - start) / (end - start - 1)) ** rng.uniform(0.8, 1.25))
-        angle = motion.angle + motion.turn * progress
+        turned = motion.angle + motion.turn * progress
         for hand, (origin, path) in enumerate(
             [(motion.right_start, motion.right_path), (motion.left_start, motion.left_path)]
         ):
             origin = origin + rng.normal(0.0, 0.01, 2)
-            tracks[start:end, hand, :2] = origin + amplitude * progress[:, None] * path
-            tracks[start:end, hand, 2] = angle if hand == 0 else math.pi - angle
-            tracks[start:end, hand, 3] = motion.openness
-    return tracks
+            palm[start:end, hand] = origin + amplitude * progress[:, None] * path
+        angle[start:end] = np.stack([turned, math.pi - turned], axis=1)
+        openness[start:end] = motion.openness
+        side = -1.0 if motion.palm_flip else 1.0
+        spread[start:end] = (side * np.array(motion.spread), -side * np.array(motion.spread))
+        colour[start:end] = -1 if motion.colour is None else motion.colour
+    return HandTracks(palm, angle, openness, spread, colour)
 
 
-def render_keypoints(plan: SamplePlan, config: SyntheticConfig) -> np.ndarray:
-    """COCO-WholeBody keypoints of a planned sample: float32 ``(T, 133, 3)``, pixels."""
-    rng = np.random.default_rng((*plan.seed, 1))
-    height, width = config.frame_size
-    offset = rng.uniform(-0.03, 0.03, 2)
-    tracks = _hand_tracks(plan, rng)
-    points = np.zeros((plan.num_frames, NUM_POINTS, 2))
+def body_points(tracks: HandTracks, offset: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:
+    """The true COCO-WholeBody positions: float64 ``(T, 133, 2)``, frame pixels.
+
+    ``offset`` ``(2,)`` shifts the whole signer (fractions of the frame).
+    """
+    height, width = frame_size
+    points = np.zeros((len(tracks.palm), NUM_POINTS, 2))
     head = np.array(HEAD_CENTRE) + offset
     face = _face_points(head)
     points[:, FACE] = face
     for hand, part in enumerate((RIGHT_HAND, LEFT_HAND)):
-        track = tracks[:, hand]
-        points[:, part] = _hand_points(track[:, :2] + offset, track[:, 2], track[:, 3], hand == 1)
+        points[:, part] = _hand_points(
+            tracks.palm[:, hand] + offset,
+            tracks.angle[:, hand],
+            tracks.openness[:, hand],
+            tracks.spread[:, hand],
+        )
     shoulders = np.array([LEFT_SHOULDER, RIGHT_SHOULDER]) + offset
     wrists = np.stack([points[:, LEFT_HAND.start], points[:, RIGHT_HAND.start]], axis=1)
     elbows = 0.5 * (shoulders + wrists) + np.array([[0.06, 0.04], [-0.06, 0.04]])
@@ -396,9 +475,33 @@ def render_keypoints(plan: SamplePlan, config: SyntheticConfig) -> np.ndarray:
     points[:, 5], points[:, 6] = shoulders
     points[:, 7], points[:, 8] = elbows[:, 0], elbows[:, 1]
     points[:, 9], points[:, 10] = wrists[:, 0], wrists[:, 1]
-    pixels = points * (width, height) + rng.normal(0.0, config.keypoint_noise, points.shape)
+    return points * (width, height)
+
+
+@dataclass(frozen=True)
+class RenderedSample:
+    """One sample as written: ``keypoints`` float32 ``(T, 133, 3)`` (x, y in pixels, score),
+    ``frames`` uint8 RGB ``(T, H, W, 3)``."""
+
+    keypoints: np.ndarray
+    frames: np.ndarray
+
+
+def render_sample(plan: SamplePlan, config: SyntheticConfig) -> RenderedSample:
+    """Keypoints and frames of a planned sample.
+
+    The frames are drawn from the true positions; the keypoints add estimator-like noise
+    (``keypoint_noise`` pixels) and confidence scores.
+    """
+    rng = np.random.default_rng((*plan.seed, 2))
+    offset = rng.uniform(-0.03, 0.03, 2)
+    tracks = hand_tracks(plan, config)
+    truth = body_points(tracks, offset, config.frame_size)
+    pixels = truth + rng.normal(0.0, config.keypoint_noise, truth.shape)
     scores = rng.uniform(0.75, 1.0, (plan.num_frames, NUM_POINTS, 1))
-    return np.concatenate([pixels, scores], axis=-1).astype(np.float32)
+    keypoints = np.concatenate([pixels, scores], axis=-1).astype(np.float32)
+    frames = render_frames(truth, plan.signer, config.frame_size, tracks.colour)
+    return RenderedSample(keypoints, frames)
 
 
 # ------------------------------------------------------------------ frames
@@ -435,13 +538,24 @@ def _static_layer(keypoints: np.ndarray, signer: int, frame_size: tuple[int, int
     return canvas
 
 
-def render_frames(keypoints: np.ndarray, signer: int, frame_size: tuple[int, int]) -> np.ndarray:
+def render_frames(
+    keypoints: np.ndarray,
+    signer: int,
+    frame_size: tuple[int, int],
+    colour: np.ndarray | None = None,
+) -> np.ndarray:
     """Draw a sample's frames from its keypoints: uint8 RGB ``(T, H, W, 3)``.
 
     Arms run shoulder - elbow - wrist; every hand point is a vertex of the drawn finger
-    lines, so the pixel at each (rounded) hand keypoint shows the hand.
+    lines, so the pixel at each (rounded) hand keypoint shows the hand. ``colour`` ``(T,)``
+    indexes :data:`HAND_COLOURS` per frame (-1 or None: the signer's skin). The palm disc is
+    centred on the mean of the wrist and finger bases, which does not depend on the order of
+    the fingers.
     """
     _, skin, shirt = SIGNER_PALETTES[signer]
+    if colour is None:
+        colour = np.full(len(keypoints), -1)
+    paints = [HAND_COLOURS[c] if c >= 0 else skin for c in colour.tolist()]
     sleeve = tuple(int(c * 0.7 + 40) for c in shirt)
     # Palms and fingers stay visible when the demo configs downscale the frames to 32x32.
     palm_radius = max(2, round(0.07 * frame_size[1]))
@@ -453,14 +567,14 @@ def render_frames(keypoints: np.ndarray, signer: int, frame_size: tuple[int, int
         np.ascontiguousarray(pixels[:, part][:, np.array(FINGER_CHAINS)])
         for part in (LEFT_HAND, RIGHT_HAND)
     ]
-    palms = [np.rint(h[:, [0, 1, 4], 1].mean(1)).astype(int) for h in hands]  # wrist, index, little
+    palms = [np.rint(h[:, :, :2].mean((1, 2))).astype(int) for h in hands]
     frames = np.empty((len(keypoints), *frame_size, 3), np.uint8)
     frames[:] = _static_layer(keypoints, signer, frame_size)
     for t, frame in enumerate(frames):  # each frame is a contiguous view OpenCV draws into
         cv2.polylines(frame, list(arms[t]), False, sleeve, 2)
         for fingers, palm in zip(hands, palms, strict=True):
-            cv2.circle(frame, (int(palm[t, 0]), int(palm[t, 1])), palm_radius, skin, -1)
-            cv2.polylines(frame, list(fingers[t]), False, skin, finger_width)
+            cv2.circle(frame, (int(palm[t, 0]), int(palm[t, 1])), palm_radius, paints[t], -1)
+            cv2.polylines(frame, list(fingers[t]), False, paints[t], finger_width)
     return frames
 
 
@@ -539,8 +653,18 @@ def demo_paths(out_dir: str | Path, prefix: str = "demo") -> DemoPaths:
     )
 
 
+# Raised whenever the same settings would draw different data, so that an existing dataset
+# from an older generator is regenerated instead of reused.
+GENERATOR_VERSION = 2
+
+
 def _info(config: SyntheticConfig, seed: int) -> dict:
-    return {"seed": seed, **asdict(config), "frame_size": list(config.frame_size)}
+    return {
+        "generator_version": GENERATOR_VERSION,
+        "seed": seed,
+        **asdict(config),
+        "frame_size": list(config.frame_size),
+    }
 
 
 def generate_demo_dataset(out_dir: str | Path, seed: int = 0, **options: Any) -> DemoPaths:
@@ -560,10 +684,9 @@ def generate_demo_dataset(out_dir: str | Path, seed: int = 0, **options: Any) ->
         for split in SPLITS:
             plans = plan_split(config, split, seed)
             for plan in plans:
-                keypoints = render_keypoints(plan, config)
-                all_keypoints[plan.name] = {"keypoints": keypoints}
-                frames = render_frames(keypoints, plan.signer, config.frame_size)
-                for t, png in enumerate(encode_png_frames(frames)):
+                sample = render_sample(plan, config)
+                all_keypoints[plan.name] = {"keypoints": sample.keypoints}
+                for t, png in enumerate(encode_png_frames(sample.frames)):
                     member = zipfile.ZipInfo(f"images/{plan.name}/images{t + 1:04d}.png", ZIP_DATE)
                     archive.writestr(member, png)
             records = [_annotation(plan, signer_names) for plan in plans]
@@ -602,6 +725,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--num-test", type=int, default=SyntheticConfig.num_test)
     parser.add_argument("--vocab-size", type=int, default=SyntheticConfig.vocab_size)
     parser.add_argument(
+        "--no-cue-split",
+        dest="cue_split",
+        action="store_false",
+        help="every cue in both streams (the design before the split; for ablations)",
+    )
+    parser.add_argument(
         "--frame-size", type=int, nargs=2, default=SyntheticConfig.frame_size, metavar=("H", "W")
     )
     return parser.parse_args(argv)
@@ -618,6 +747,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         num_test=args.num_test,
         vocab_size=args.vocab_size,
         frame_size=tuple(args.frame_size),
+        cue_split=args.cue_split,
     )
 
 

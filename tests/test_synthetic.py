@@ -1,6 +1,7 @@
 """The synthetic demo dataset: formats, determinism, and that its signal is learnable."""
 
 import gzip
+import json
 import pickle
 import time
 import zipfile
@@ -12,13 +13,17 @@ import pytest
 import torch
 
 from dataset.synthetic import (
+    GENERATOR_VERSION,
+    GLOSS_SIGNS,
     SPLITS,
+    SamplePlan,
     SyntheticConfig,
     ensure_demo_dataset,
     generate_demo_dataset,
     gloss_to_text,
     main,
     plan_split,
+    render_sample,
 )
 from utils.errors import ConfigurationError
 
@@ -129,12 +134,13 @@ def test_frames_and_keypoints_match_annotations(demo: tuple[Path, float]) -> Non
     )
 
 
-def test_rendered_hands_sit_on_hand_keypoints(demo: tuple[Path, float]) -> None:
-    root = demo[0]
+def test_rendered_hands_sit_on_hand_keypoints(tmp_path: Path) -> None:
+    # Noise-free keypoints: every hand point is a vertex of the drawn hand.
+    root = generate_demo_dataset(tmp_path, keypoint_noise=0.0, **SMALL).root
     keypoints = _keypoints(root / "demo-keypoints.pkl")
     checked = 0
     with zipfile.ZipFile(root / "demo-videos.zip") as archive:
-        for sample in _annotations(root / "demo.dev")[:6]:
+        for sample in _annotations(root / "demo.train"):
             points = keypoints[sample["name"]]["keypoints"]
             for t in range(sample["num_frames"]):
                 frame = _frame(archive, sample["name"], t)
@@ -145,6 +151,56 @@ def test_rendered_hands_sit_on_hand_keypoints(demo: tuple[Path, float]) -> None:
                 assert (colours != background).any(axis=1).all()
                 checked += int(inside.sum())
     assert checked > 1000
+
+
+def test_keypoint_noise_is_what_was_asked(tmp_path: Path) -> None:
+    clean = _keypoints(generate_demo_dataset(tmp_path / "a", keypoint_noise=0.0, **SMALL).keypoints)
+    noisy = _keypoints(generate_demo_dataset(tmp_path / "b", keypoint_noise=0.4, **SMALL).keypoints)
+    errors = np.concatenate(
+        [(noisy[n]["keypoints"] - clean[n]["keypoints"])[..., :2].ravel() for n in clean]
+    )
+    assert 0.35 < errors.std() < 0.45 and abs(errors.mean()) < 0.05
+
+
+def _twin_plans(first: str, second: str) -> tuple[SamplePlan, SamplePlan]:
+    """Two one-gloss samples alike in everything (seed, signer, timing) but the gloss."""
+    return tuple(
+        SamplePlan(f"twin/{g}", 1, (g,), ((2, 10),), 12, seed=(0, 0, 0)) for g in (first, second)
+    )
+
+
+@pytest.mark.parametrize("gloss", [2, 6, 10, 14])
+def test_palm_twins_draw_the_same_frames(gloss: int) -> None:
+    # Odd movements: glosses k and k + 1 differ only in which side the thumb is.
+    names = [sign.gloss for sign in GLOSS_SIGNS]
+    a, b = (
+        render_sample(p, SyntheticConfig()) for p in _twin_plans(names[gloss], names[gloss + 1])
+    )
+    assert np.array_equal(a.frames, b.frames)
+    thumb_tips = [s.keypoints[5, 112 + 4, :2] for s in (a, b)]  # right thumb tip, mid-gloss
+    assert np.linalg.norm(thumb_tips[0] - thumb_tips[1]) > 5.0  # pixels of the 64 x 64 frame
+
+
+@pytest.mark.parametrize("gloss", [0, 4, 8, 12])
+def test_colour_twins_give_the_same_keypoints(gloss: int) -> None:
+    # Even movements: glosses k and k + 1 differ only in the colour of the hands.
+    names = [sign.gloss for sign in GLOSS_SIGNS]
+    a, b = (
+        render_sample(p, SyntheticConfig()) for p in _twin_plans(names[gloss], names[gloss + 1])
+    )
+    assert np.array_equal(a.keypoints, b.keypoints)
+    changed = np.abs(a.frames.astype(int) - b.frames).sum(-1) > 100
+    assert changed[2:10].sum(axis=(1, 2)).min() > 20  # the hands of every gloss frame
+    assert not changed[:2].any() and not changed[10:].any()  # hands at rest are skin
+
+
+def test_without_the_split_every_cue_is_in_both_streams() -> None:
+    names = [sign.gloss for sign in GLOSS_SIGNS]
+    config = SyntheticConfig(cue_split=False)
+    for first, second in ((0, 1), (2, 3)):
+        a, b = (render_sample(p, config) for p in _twin_plans(names[first], names[second]))
+        assert not np.array_equal(a.frames, b.frames)
+        assert np.abs(a.keypoints - b.keypoints).max() > 5.0
 
 
 def _segment_features(points: np.ndarray, span: tuple[int, int]) -> np.ndarray:
@@ -164,34 +220,51 @@ def _nearest_centroid_accuracy(train: list, evaluate: list) -> float:
     return float(np.mean(hits))
 
 
-def test_keypoints_identify_each_gloss(demo: tuple[Path, float]) -> None:
-    root = demo[0]
+def _keypoint_segments(config: SyntheticConfig, root: Path, label) -> dict[str, list]:
     keypoints = _keypoints(root / "demo-keypoints.pkl")
-    segments = {}
-    for split in ("train", "dev"):
-        segments[split] = [
-            (gloss, _segment_features(keypoints[plan.name]["keypoints"] / 64.0, span))
-            for plan in plan_split(SyntheticConfig(), split, seed=0)
+    return {
+        split: [
+            (label(gloss), _segment_features(keypoints[plan.name]["keypoints"] / 64.0, span))
+            for plan in plan_split(config, split, seed=0)
             for gloss, span in zip(plan.glosses, plan.spans, strict=True)
         ]
+        for split in ("train", "dev")
+    }
+
+
+def _index(gloss: str) -> int:
+    return [sign.gloss for sign in GLOSS_SIGNS].index(gloss)
+
+
+def _up_to_colour(gloss: str) -> int:
+    """The gloss index, colour pairs (even movements) merged."""
+    index = _index(gloss)
+    return index & ~1 if (index // 2) % 2 == 0 else index
+
+
+def _up_to_palm(gloss: str) -> int:
+    """The gloss index, palm pairs (odd movements) merged."""
+    index = _index(gloss)
+    return index & ~1 if (index // 2) % 2 == 1 else index
+
+
+def test_keypoints_identify_movement_and_palm(demo: tuple[Path, float]) -> None:
+    segments = _keypoint_segments(SyntheticConfig(), demo[0], _up_to_colour)
     assert _nearest_centroid_accuracy(segments["train"], segments["dev"]) >= 0.97
-    # Samples of one gloss agree far better than different glosses do.
-    labels = sorted({g for g, _ in segments["train"]})
-    groups = [np.stack([f for g, f in segments["train"] if g == label]) for label in labels]
-    centroids = np.stack([group.mean(0) for group in groups])
-    spread = np.mean(
-        [
-            np.linalg.norm(group - c, axis=1).mean()
-            for group, c in zip(groups, centroids, strict=True)
-        ]
-    )
-    distances = np.linalg.norm(centroids[:, None] - centroids[None], axis=-1)
-    assert distances[~np.eye(len(labels), dtype=bool)].min() > 2.5 * spread
+    whole = _keypoint_segments(SyntheticConfig(), demo[0], _index)
+    assert _nearest_centroid_accuracy(whole["train"], whole["dev"]) < 0.85  # colour is missing
 
 
-def test_frames_identify_each_gloss(demo: tuple[Path, float]) -> None:
-    """The RGB stream alone carries the gloss: where the picture changed from the first frame."""
-    root = demo[0]
+def test_without_the_split_keypoints_identify_each_gloss(tmp_path: Path) -> None:
+    config = SyntheticConfig(cue_split=False)
+    root = generate_demo_dataset(tmp_path, cue_split=False).root
+    segments = _keypoint_segments(config, root, _index)
+    assert _nearest_centroid_accuracy(segments["train"], segments["dev"]) >= 0.97
+
+
+def _frame_segments(root: Path, label) -> dict[str, list]:
+    """Per gloss: where the picture changed from the first frame (3 moments, 16 x 16) and the
+    mean colour of the changed pixels."""
     segments: dict[str, list] = {}
     with zipfile.ZipFile(root / "demo-videos.zip") as archive:
         for split, count in (("train", 80), ("dev", 20)):
@@ -199,16 +272,21 @@ def test_frames_identify_each_gloss(demo: tuple[Path, float]) -> None:
             for plan in plan_split(SyntheticConfig(), split, seed=0)[:count]:
                 rest = _frame(archive, plan.name, 0).astype(int)
                 for gloss, (start, end) in zip(plan.glosses, plan.spans, strict=True):
-                    masks = []
+                    parts = []
                     for t in (start, (start + end - 1) // 2, end - 1):
-                        moved = np.abs(_frame(archive, plan.name, t) - rest).sum(-1) > 30
-                        masks.append(
-                            cv2.resize(
-                                moved.astype(np.float32), (16, 16), interpolation=cv2.INTER_AREA
-                            )
-                        )
-                    segments[split].append((gloss, np.concatenate(masks).ravel()))
+                        frame = _frame(archive, plan.name, t)
+                        moved = np.abs(frame - rest).sum(-1) > 30
+                        small = cv2.resize(moved.astype(np.float32), (16, 16), cv2.INTER_AREA)
+                        parts += [small.ravel(), 4 * frame[moved].mean(0) / 255.0]
+                    segments[split].append((label(gloss), np.concatenate(parts)))
+    return segments
+
+
+def test_frames_identify_movement_and_colour(demo: tuple[Path, float]) -> None:
+    segments = _frame_segments(demo[0], _up_to_palm)
     assert _nearest_centroid_accuracy(segments["train"], segments["dev"]) >= 0.9
+    whole = _frame_segments(demo[0], _index)
+    assert _nearest_centroid_accuracy(whole["train"], whole["dev"]) < 0.85  # palm is missing
 
 
 @pytest.mark.parametrize(
@@ -258,6 +336,17 @@ def test_ensure_generates_only_when_needed(tmp_path: Path) -> None:
     changed = {**SMALL, "num_dev": 4}
     ensure_demo_dataset(tmp_path, **changed)
     assert len(_annotations(paths.annotations["dev"])) == 4
+
+
+def test_data_of_an_older_generator_is_regenerated(tmp_path: Path) -> None:
+    paths = ensure_demo_dataset(tmp_path, **SMALL)
+    info = json.loads(paths.info.read_text())
+    assert info["generator_version"] == GENERATOR_VERSION
+    paths.info.write_text(json.dumps({**info, "generator_version": GENERATOR_VERSION - 1}))
+    stamp = paths.frames_zip.stat().st_mtime_ns
+    ensure_demo_dataset(tmp_path, **SMALL)
+    assert paths.frames_zip.stat().st_mtime_ns != stamp
+    assert json.loads(paths.info.read_text())["generator_version"] == GENERATOR_VERSION
 
 
 def test_invalid_settings_are_rejected() -> None:
