@@ -36,7 +36,7 @@ from modelling.sign_language_model import EnsembleSignToText, GlossToText, SignT
 from modelling.translation_network import build_translation_network
 from modelling.vl_mapper import build_vl_mapper
 from utils.checkpoints import load_checkpoint, model_state_of
-from utils.config import Config, TranslationConfig
+from utils.config import Config, GlossTokenizerConfig, TranslationConfig
 from utils.errors import CheckpointError
 from utils.files import atomic_pickle
 
@@ -67,15 +67,22 @@ def build_vocabularies(cfg: Config, model_dir: Path, save: bool = True) -> Vocab
 def _recognition_vocabulary(cfg: Config, model_dir: Path, save: bool) -> GlossVocabulary:
     """``GlossTokenizer.gloss2id_file``, else the run's own, built from the training glosses."""
     tokenizer = cfg.model.RecognitionNetwork.GlossTokenizer
+    return _gloss_vocabulary(cfg, tokenizer, model_dir / GLOSS_VOCABULARY_FILE, save)
+
+
+def _gloss_vocabulary(
+    cfg: Config, tokenizer: GlossTokenizerConfig, saved: Path, save: bool
+) -> GlossVocabulary:
+    """The tokenizer's ``gloss2id_file``, else ``saved``, else built from the training glosses."""
     if tokenizer.gloss2id_file is not None:
         return GlossVocabulary.from_file(tokenizer.gloss2id_file, lower_case=tokenizer.lower_case)
-    saved = model_dir / GLOSS_VOCABULARY_FILE
     if saved.is_file():
         return GlossVocabulary.from_file(saved, lower_case=tokenizer.lower_case)
     vocabulary = GlossVocabulary.from_glosses(
         [s.gloss for s in load_split(cfg, "train")], tokenizer.lower_case
     )
     if save:
+        saved.parent.mkdir(parents=True, exist_ok=True)
         atomic_pickle(vocabulary.to_dict(), saved)
         logger.info(
             "gloss vocabulary (%d glosses) built from train, saved to %s", len(vocabulary), saved
@@ -112,22 +119,7 @@ def _text_tokenizer(cfg: Config, section: TranslationConfig, model_dir: Path, sa
 def _source_vocabulary(
     cfg: Config, section: TranslationConfig, model_dir: Path, save: bool
 ) -> GlossVocabulary:
-    tokenizer = section.GlossTokenizer
-    if tokenizer.gloss2id_file is not None:
-        return GlossVocabulary.from_file(tokenizer.gloss2id_file, lower_case=tokenizer.lower_case)
-    saved = model_dir / SOURCE_VOCABULARY_FILE
-    if saved.is_file():
-        return GlossVocabulary.from_file(saved, lower_case=tokenizer.lower_case)
-    vocabulary = GlossVocabulary.from_glosses(
-        [s.gloss for s in load_split(cfg, "train")], tokenizer.lower_case
-    )
-    if save:
-        model_dir.mkdir(parents=True, exist_ok=True)
-        atomic_pickle(vocabulary.to_dict(), saved)
-        logger.info(
-            "gloss vocabulary (%d glosses) built from train, saved to %s", len(vocabulary), saved
-        )
-    return vocabulary
+    return _gloss_vocabulary(cfg, section.GlossTokenizer, model_dir / SOURCE_VOCABULARY_FILE, save)
 
 
 # -- task models ---------------------------------------------------------------------------

@@ -314,15 +314,22 @@ def _join(parts: list, head: str, frames: int) -> Recognition:
     steps = frames // HEAD_STRIDE
     centres = np.array([(start + stop) / 2 for start, stop, _ in parts])
     owner = np.abs(np.arange(steps)[:, None] * HEAD_STRIDE + HEAD_STRIDE / 2 - centres).argmin(1)
-    log_probs, inputs = [], {}
-    for step, window in enumerate(owner):
-        start, _, output = parts[window]
-        local = step - start // HEAD_STRIDE
-        log_probs.append(output.heads[head].log_probs[0, local].float().cpu())
-        for stream, features in output.head_inputs.items():
-            inputs.setdefault(stream, []).append(features[0, local].float().cpu())
-    stacked = torch.stack(log_probs).log_softmax(-1).numpy()
-    head_inputs = {stream: torch.stack(rows) for stream, rows in inputs.items()}
+    # the window centres increase, so each window owns one run of steps, in window order
+    owned = [
+        np.flatnonzero(owner == window) - start // HEAD_STRIDE
+        for window, (start, _, _) in enumerate(parts)
+    ]
+    outputs = [output for _, _, output in parts]
+    log_probs = torch.cat(
+        [o.heads[head].log_probs[0, i].float().cpu() for o, i in zip(outputs, owned)]
+    )
+    head_inputs = {
+        stream: torch.cat(
+            [o.head_inputs[stream][0, i].float().cpu() for o, i in zip(outputs, owned)]
+        )
+        for stream in outputs[0].head_inputs
+    }
+    stacked = log_probs.log_softmax(-1).numpy()
     return Recognition(stacked, head_inputs, steps, len(parts))
 
 
