@@ -39,8 +39,10 @@ from utils.distributed import (
     autocast_context,
     broadcast_object,
     gather_objects,
+    has_native_bf16,
     mean_over_ranks,
     move_to_device,
+    resolve_precision,
 )
 from utils.errors import CheckpointError
 from utils.logs import ScalarWriter
@@ -191,12 +193,19 @@ class Trainer:
     def train(self) -> Path | None:
         """Train to the end of the schedule; returns the best checkpoint (rank 0)."""
         logger.info(
-            "training %d epochs of %d steps (batch %d x %d processes)",
+            "training %d epochs of %d steps (batch %d x %d processes, %s)",
             self.tcfg.total_epoch,
             self.steps_per_epoch,
             self.tcfg.batch_size,
             self.ctx.world_size,
+            resolve_precision(self.tcfg.mixed_precision, self.ctx.device),
         )
+        if self.tcfg.mixed_precision == "bf16" and not has_native_bf16(self.ctx.device):
+            logger.warning(
+                "training.mixed_precision: bf16 on %s, which emulates bf16: expect it to run "
+                "many times slower than fp32 (auto picks bf16 only where it is native)",
+                self.ctx.device,
+            )
         while self.position.epoch < self.tcfg.total_epoch and not self._reached_max_steps():
             self._train_epoch()
         self.writer.close()

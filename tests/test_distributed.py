@@ -17,11 +17,14 @@ import torch.multiprocessing as mp
 
 from utils.distributed import (
     DistributedContext,
+    autocast_context,
     barrier,
     broadcast_object,
     gather_objects,
+    has_native_bf16,
     init_distributed,
     mean_over_ranks,
+    resolve_precision,
     select_device,
     shutdown_distributed,
 )
@@ -64,6 +67,24 @@ def test_select_device(monkeypatch):
     assert select_device("cpu") == torch.device("cpu")  # an explicit cpu wins over a GPU
     assert select_device("auto", local_rank=1) == torch.device("cuda", 1)
     assert select_device("cuda", local_rank=2) == torch.device("cuda", 2)
+
+
+@pytest.mark.parametrize(
+    ("capabilities", "native"),
+    [({"avx2": True}, False), ({"avx512_bf16": True}, True), ({"amx_bf16": True}, True)],
+)
+def test_auto_precision_is_bf16_only_where_the_cpu_has_it(monkeypatch, capabilities, native):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities)
+    cpu = torch.device("cpu")
+    assert has_native_bf16(cpu) is native
+    assert resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
+    # an explicit choice is kept whatever the hardware
+    assert resolve_precision("bf16", cpu) == "bf16"
+    assert resolve_precision("fp32", cpu) == "fp32"
+    layer = torch.nn.Linear(4, 4)
+    with autocast_context("auto", cpu):
+        out = layer(torch.randn(2, 4))
+    assert out.dtype == (torch.bfloat16 if native else torch.float32)
 
 
 def test_context_properties_follow_rank_and_world_size():

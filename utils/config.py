@@ -647,7 +647,8 @@ class TrainingConfig:
     # new: batches of clips of similar length (pools of this many batches sorted by length);
     # 0 = the published uniform shuffle
     length_buckets: int = 0
-    mixed_precision: Literal["fp32", "bf16"] = "fp32"  # new: bf16 autocast (GPU and CPU)
+    # new: bf16 autocast (GPU and CPU); auto = bf16 where the device has native bf16
+    mixed_precision: Literal["fp32", "bf16", "auto"] = "fp32"
     channels_last: bool = False  # new: channels_last_3d memory format for the S3D streams
     cudnn_benchmark: bool = False  # new: let cuDNN pick the fastest convolution algorithms
     compile: bool = False  # new: torch.compile the S3D streams and laterals (GPU)
