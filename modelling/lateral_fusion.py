@@ -14,6 +14,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from modelling.cpu_convolution import convolve
+
 Direction = Literal["rgb_to_keypoint", "keypoint_to_rgb"]
 SPACE_RATIO = 2  # RGB pixels per keypoint-heatmap pixel, along each axis
 
@@ -56,7 +58,7 @@ class LateralConnection(nn.Module):
 
     def forward(self, target: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
         """``target`` ``(B, C, T, H, W)`` + conv(``source``) -> ``(B, C, T, H, W)``."""
-        return target + self.conv(source)
+        return target + convolve(self.conv, source)
 
 
 class BilateralFusion(nn.Module):

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from modelling.cpu_convolution import convolve
 from modelling.s3d_stream import BLOCK_CHANNELS, BLOCK_TIME_STRIDES
 
 BN_EPS = 1e-3
@@ -52,8 +53,8 @@ class UpsampleLevel(nn.Module):
         self.activation = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.activation(self.spatial_norm(self.spatial(x)))
-        return self.activation(self.temporal_norm(self.temporal(x)))
+        x = self.activation(self.spatial_norm(convolve(self.spatial, x)))
+        return self.activation(self.temporal_norm(convolve(self.temporal, x)))
 
 
 class FeaturePyramid(nn.Module):
