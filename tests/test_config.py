@@ -128,6 +128,16 @@ def test_wrong_choice_lists_valid_ones():
     assert "'empty'" in message and "'triplehead_cat_bilateral'" in message
 
 
+def test_mixed_precision_accepts_auto_and_names_the_choices():
+    data = _raw()
+    data["training"]["mixed_precision"] = "auto"
+    assert config_from_dict(data, "exp.yaml").training.mixed_precision == "auto"
+    data["training"]["mixed_precision"] = "fp16"
+    message = _error(data)
+    assert "training.mixed_precision" in message
+    assert "'fp32'" in message and "'bf16'" in message and "'auto'" in message
+
+
 def test_list_element_errors_carry_the_index():
     data = _raw()
     data["data"]["input_streams"] = ["keypoint", "depth"]
