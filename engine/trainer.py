@@ -143,6 +143,8 @@ class Trainer:
         self.cfg = cfg
         self.tcfg: TrainingConfig = cfg.training
         self.ctx = ctx
+        # fp32 or bf16, decided once (auto: bf16 only where the device has it natively)
+        self.precision = resolve_precision(self.tcfg.mixed_precision, ctx.device)
         self.model = model
         self.train_loader = train_loader
         self.sampler = sampler
@@ -198,7 +200,7 @@ class Trainer:
             self.steps_per_epoch,
             self.tcfg.batch_size,
             self.ctx.world_size,
-            resolve_precision(self.tcfg.mixed_precision, self.ctx.device),
+            self.precision,
         )
         if self.tcfg.mixed_precision == "bf16" and not has_native_bf16(self.ctx.device):
             logger.warning(
@@ -267,7 +269,7 @@ class Trainer:
     def _train_step(self, batch: Mapping[str, Any]) -> None:
         batch = move_to_device(batch, self.ctx.device)
         generator = step_generator(self.tcfg.random_seed, self.global_step, self.ctx.rank)
-        with autocast_context(self.tcfg.mixed_precision, self.ctx.device):
+        with autocast_context(self.precision, self.ctx.device):
             losses = self.network(batch, generator=generator).losses
         losses["total"].float().backward()
         finite = self._all_finite(losses["total"])
