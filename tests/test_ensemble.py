@@ -6,7 +6,7 @@ import torch
 from transformers import MBartForConditionalGeneration
 
 from dataset.text_tokenizer import MBartTextTokenizer
-from modelling.ensemble import TranslationEnsemble, build_translation_ensemble
+from modelling.ensemble import TranslationEnsemble, _Member, build_translation_ensemble
 from modelling.translation_network import generation_kwargs
 from tests.translation_helpers import (
     make_pruned_mbart,
@@ -81,6 +81,34 @@ def test_different_members_change_the_hypotheses(pruned_dir, tokenizer):
     for model, embeds, mask in ((first, embeds0, mask0), (second, embeds1, mask1)):
         alone = _alone(model, tokenizer, embeds, mask, **setting)
         assert not torch.equal(alone, together)
+
+
+def _log_probs_without_cache(member: _Member, prefixes: torch.Tensor) -> torch.Tensor:
+    """The reference: decode each whole prefix (B*K, L) afresh, no cache to re-order."""
+    output = member.model(
+        encoder_outputs=member.encoder_outputs,
+        attention_mask=member.attention_mask,
+        decoder_input_ids=prefixes,
+    )
+    return torch.log_softmax(output.logits[:, -1].float(), dim=-1)
+
+
+def test_cached_members_follow_their_beams_like_a_fresh_decoding(
+    pruned_dir, tokenizer, monkeypatch
+):
+    """Three different members on different sources: re-ordering each member's cache by
+    parent prefix gives the same beams as decoding every prefix from scratch."""
+    models = [_model(pruned_dir, seed=s) for s in (1, 2, 3)]
+    sources = [_source(4), _source(5, width=4), _source(6, width=6)]
+    embeds, masks = [e for e, _ in sources], [m for _, m in sources]
+    ensemble = TranslationEnsemble(models, tokenizer)
+    setting = {"num_beams": 5, "max_length": 25, "length_penalty": 1.0}
+    cached = ensemble.generate(embeds, masks, **setting)["sequences"]
+    monkeypatch.setattr(_Member, "log_probs", _log_probs_without_cache)
+    fresh = ensemble.generate(embeds, masks, **setting)["sequences"]
+    assert torch.equal(cached, fresh)
+    for model, embed, mask in zip(models, embeds, masks):
+        assert not torch.equal(_alone(model, tokenizer, embed, mask, **setting), cached)
 
 
 def test_forward_returns_one_loss_per_member(pruned_dir, tokenizer):
