@@ -147,7 +147,7 @@ class SyntheticConfig:
     """Generation settings (all sizes are options of the CLI too)."""
 
     num_train: int = 300
-    # Evaluation splits larger than the train split: at 40 clips the dev BLEU-4 gap between the
+    # A dev split larger than the train split: at 40 clips the dev BLEU-4 gap between the
     # S2T ensemble and its best member was noise; at 200 its bootstrap sd is still 1.0-1.5.
     num_dev: int = 400
     num_test: int = 200
