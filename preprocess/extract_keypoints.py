@@ -43,6 +43,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+# run by its path (python preprocess/x.py) as well as with python -m: the first form puts
+# preprocess/, not the repository, on the import path
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from dataset.annotations import Sample, load_annotations
 from dataset.frames import (
     IMAGE_SUFFIXES,

@@ -35,6 +35,10 @@ from pose_format import Pose
 from pose_format.numpy import NumPyPoseBody
 from pose_format.pose_header import PoseHeader, PoseHeaderComponent, PoseHeaderDimensions
 
+# run by its path (python preprocess/x.py) as well as with python -m: the first form puts
+# preprocess/, not the repository, on the import path
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from preprocess.holistic_mapping import (
     FACE,
     FACE_MESH_68,

@@ -39,6 +39,10 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
+# run by its path (python preprocess/x.py) as well as with python -m: the first form puts
+# preprocess/, not the repository, on the import path
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from dataset.annotations import Sample
 from dataset.frames import FrameFit, VideoFrameReader, csl_daily_member, phoenix2014t_member
 from engine.video_inference import resample_indices

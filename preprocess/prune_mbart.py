@@ -27,12 +27,17 @@ import argparse
 import json
 import logging
 import shutil
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file as load_safetensors
+
+# run by its path (python preprocess/x.py) as well as with python -m: the first form puts
+# preprocess/, not the repository, on the import path
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataset.annotations import load_annotations
 from dataset.gloss_vocabulary import (
