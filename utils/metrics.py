@@ -51,22 +51,21 @@ def _edit_cost_table(ref: Sequence[str], hyp: Sequence[str]) -> list[list[int]]:
     silently wraps around once a cost exceeds 255 (``len(ref) + len(hyp) > 85`` words);
     we keep exact costs instead, so long sentences may differ from the published numbers.
     """
-    table = [[j * WER_COST_INS for j in range(len(hyp) + 1)]]
+    above = [j * WER_COST_INS for j in range(len(hyp) + 1)]
+    table = [above]
     for i, ref_word in enumerate(ref, start=1):
-        above = table[-1]
-        row = [i * WER_COST_DEL]
+        left = i * WER_COST_DEL  # the cell being filled, then the one left of the next
+        row = [left]
         for j, hyp_word in enumerate(hyp, start=1):
             if ref_word == hyp_word:
-                row.append(above[j - 1])
-            else:
-                row.append(
-                    min(
-                        above[j - 1] + WER_COST_SUB,
-                        row[j - 1] + WER_COST_INS,
-                        above[j] + WER_COST_DEL,
-                    )
-                )
+                left = above[j - 1]
+            else:  # plain comparisons: this loop is the cost of scoring a split
+                left = min(above[j - 1] + WER_COST_SUB, left + WER_COST_INS)
+                if above[j] + WER_COST_DEL < left:
+                    left = above[j] + WER_COST_DEL
+            row.append(left)
         table.append(row)
+        above = row
     return table
 
 

@@ -46,14 +46,13 @@ _JOIN_SPELLED_LETTERS = (
     (r"([ +][A-Z]) ([A-Z])$", r"\1+\2"),
 )
 
-# Collapse an upper-case gloss immediately repeated as a whole word ("REGEN REGEN").
-_MERGE_REPEATS = (
-    (r" +", " "),
-    (r"(?<![\w-])(\b[A-Z]+(?![\w-])) \1(?![\w-])", r"\1", 4),
-    (r" +", " "),
-)
+# Collapse an upper-case gloss immediately repeated as a whole word ("REGEN REGEN"): the
+# release's script runs this perl substitution four times.
+_MERGE_REPEATS_PERL = ((r"(?<![\w-])(\b[A-Z]+(?![\w-])) \1(?![\w-])", r"\1", 4),)
+# The Python clean-up also normalises the spaces around it.
+_MERGE_REPEATS = ((r" +", " "), *_MERGE_REPEATS_PERL, (r" +", " "))
 
-PHOENIX_2014_RULES: tuple[Rule, ...] = _rules(
+_PHOENIX_2014_REWRITES = (
     # Drop lower-case prefixes that mark location, classifier, question, possessive, left hand.
     (r"loc-", ""),
     (r"cl-", ""),
@@ -73,8 +72,13 @@ PHOENIX_2014_RULES: tuple[Rule, ...] = _rules(
     *_JOIN_SPELLED_LETTERS,
     (r"([A-Z][A-Z])RAUM", r"\1"),
     (r"-PLUSPLUS", ""),
-    *_MERGE_REPEATS,
 )
+
+PHOENIX_2014_RULES: tuple[Rule, ...] = _rules(*_PHOENIX_2014_REWRITES, *_MERGE_REPEATS)
+
+# The sed and perl chain of the release's ``preprocess.sh`` exactly: the same rewrites, no
+# space normalisation (the official scorer applies it to each line of a CTM file).
+PREPROCESS_SH_RULES: tuple[Rule, ...] = _rules(*_PHOENIX_2014_REWRITES, *_MERGE_REPEATS_PERL)
 
 PHOENIX_2014T_RULES: tuple[Rule, ...] = _rules(
     # Non-sign events, none of which is in the Phoenix-2014T gloss vocabulary.
@@ -91,8 +95,9 @@ PHOENIX_2014T_RULES: tuple[Rule, ...] = _rules(
     *_MERGE_REPEATS,
 )
 
-# Markers that must be gone after the Phoenix-2014 clean-up (the published script checks this).
-_FORBIDDEN_AFTER_2014 = ("__LEFTHAND__", "__EPENTHESIS__", "__EMOTION__")
+# Markers that must be gone after the Phoenix-2014 clean-up: the original release asserts
+# this; the release's ``preprocess.sh`` drops every line that still holds one (``grep -v``).
+PREPROCESS_SH_DROPPED = ("__LEFTHAND__", "__EPENTHESIS__", "__EMOTION__")
 
 
 def apply_rules(text: str, rules: tuple[Rule, ...]) -> str:
@@ -121,7 +126,7 @@ def clean_phoenix_2014(glosses: str) -> str:
         DataError: if a non-sign marker that the published clean-up forbids survives.
     """
     text = apply_rules(glosses, PHOENIX_2014_RULES)
-    for marker in _FORBIDDEN_AFTER_2014:
+    for marker in PREPROCESS_SH_DROPPED:
         if marker in text:
             raise DataError(
                 f"gloss string still contains {marker} after Phoenix-2014 clean-up: {glosses!r}"
