@@ -229,7 +229,11 @@ def _replicate_pad(
     shapes = {tuple(t.shape[1:]) for t in tensors}
     if len(shapes) > 1:
         sizes = {n: tuple(t.shape[1:]) for n, t in zip(names, tensors)}
-        raise DataError(f"{what} differ in size within a batch: {sizes}; resize them on reading")
+        raise DataError(
+            f"{what} differ in size within a batch: {sizes}; set data.frame_size: [height, "
+            "width] in the config (frames are then scaled and centre-cropped to it as they "
+            "are read; data.frame_fit: pad pads instead)"
+        )
     max_length = int(lengths.max())
     # position t of sample b reads its frame min(t, length_b - 1)
     source = torch.minimum(torch.arange(max_length)[None, :], (lengths - 1)[:, None])

@@ -68,6 +68,13 @@ class FrameReader(ABC):
         """Frame ``index`` as stored (no transform, no fit); by default as :meth:`read` gives it."""
         return self.read(sample, [index])[0]
 
+    def known_size(self, sample: Sample) -> tuple[int, int] | None:
+        """(height, width) of the sample's frames as stored, if counting its frames saw them.
+
+        Costs nothing: the size is not read for this (None when it was not seen).
+        """
+        return None
+
     def iter_frames(self, sample: Sample, chunk: int = 32) -> Iterator[np.ndarray]:
         """Every frame of ``sample`` in order, uint8 ``(H, W, 3)`` RGB, a few in memory at once.
 
@@ -302,6 +309,10 @@ class _PathFrameReader(FrameReader):
     def __init__(self, root: str | Path | None = None, fit: FrameFit | None = None) -> None:
         self.root = None if root is None else Path(root)
         self.fit = fit
+        self._sizes: dict[Path, tuple[int, int]] = {}  # seen while counting, as stored
+
+    def known_size(self, sample: Sample) -> tuple[int, int] | None:
+        return self._sizes.get(self.path_of(sample))
 
     def _fitted(self, image: np.ndarray) -> np.ndarray:
         return image if self.fit is None else self.fit.image(image)
@@ -342,7 +353,11 @@ class FolderFrameReader(_PathFrameReader):
         return self._listings[folder]
 
     def count_frames(self, sample: Sample) -> int:
-        return len(self._files(sample))
+        files = self._files(sample)
+        folder = self.path_of(sample)
+        if folder not in self._sizes:  # one image more decoded: the size check before training
+            self._sizes[folder] = self._read_file(files[0], sample, fit=False).shape[:2]
+        return len(files)
 
     def read(self, sample: Sample, indices: Indices) -> np.ndarray:
         files = self._files(sample)
@@ -395,6 +410,10 @@ class VideoFrameReader(_PathFrameReader):
                 declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
                 decoded = 0
                 while capture.grab():
+                    if decoded == 0:  # the first frame's size, for the check before training
+                        ok, first = capture.retrieve()
+                        if ok and first is not None:
+                            self._sizes[path] = first.shape[:2]
                     decoded += 1
             finally:
                 capture.release()
@@ -410,6 +429,10 @@ class VideoFrameReader(_PathFrameReader):
                 )
             self._counts[path] = decoded
         return self._counts[path]
+
+    def known_size(self, sample: Sample) -> tuple[int, int] | None:
+        path = self.path_of(sample)
+        return self._folders.known_size(sample) if path.is_dir() else self._sizes.get(path)
 
     def read_source(self, sample: Sample, index: int) -> np.ndarray:
         path = self.path_of(sample)
@@ -468,6 +491,32 @@ class VideoFrameReader(_PathFrameReader):
         finally:
             capture.release()
         return _stack(frames, inverse, f"video {path}")
+
+
+def mixed_sizes_message(sizes: dict[str, tuple[int, int]], where: str) -> str | None:
+    """What to do about clips of several frame sizes (``sizes``: name -> (height, width)).
+
+    None when they share one size. The message names ``data.frame_size`` and the sizes found,
+    most frequent first, with a few clips of each.
+    """
+    by_size: dict[tuple[int, int], list[str]] = {}
+    for name, size in sizes.items():
+        by_size.setdefault(tuple(size), []).append(name)
+    if len(by_size) < 2:
+        return None
+    ranked = sorted(by_size.items(), key=lambda item: -len(item[1]))
+    listed = ", ".join(
+        f"{h} x {w} ({len(names)} clip{'s' if len(names) > 1 else ''}: "
+        f"{', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+        for (h, w), names in ranked
+    )
+    common = list(ranked[0][0])
+    return (
+        f"data.frame_size: not set, and the frames of {where} come in {len(by_size)} sizes "
+        f"(height x width): {listed}; a batch holds frames of one size: set data.frame_size, "
+        f"e.g. {common} (frames are scaled and centre-cropped to it as they are read; "
+        "data.frame_fit: pad pads instead)"
+    )
 
 
 def _zip_factory(member_name: Callable[[str, int], str]) -> Callable[..., FrameReader]:

@@ -31,6 +31,7 @@ from dataset.frames import (
     FrameFit,
     FrameReader,
     build_frame_reader,
+    mixed_sizes_message,
 )
 from dataset.gloss_vocabulary import GlossVocabulary
 from dataset.keypoints import load_keypoints
@@ -185,7 +186,7 @@ def _sign_dataset(cfg: Config, split: str, vocabs: Vocabularies, is_train: bool)
     )
     fit = frame_fit_of(cfg) if keypoints is not None else None
     temporal = transform.temporal_augmentation
-    return SignDataset(
+    dataset = SignDataset(
         load_split(cfg, split),
         frame_reader=frame_reader,
         keypoints=keypoints,
@@ -200,6 +201,30 @@ def _sign_dataset(cfg: Config, split: str, vocabs: Vocabularies, is_train: bool)
         seed=cfg.training.random_seed,
         split=split,
     )
+    if frame_reader is not None:
+        check_frame_sizes(cfg, dataset.samples, frame_reader, split)
+    return dataset
+
+
+def check_frame_sizes(
+    cfg: Config, samples: Sequence[Sample], reader: FrameReader, split: str
+) -> None:
+    """Own frames of several sizes without ``data.frame_size``: an error before any batch.
+
+    Only where the sizes are already known (the reader saw them counting frames of clips
+    whose manifest entry has no frame count) and a batch holds more than one clip; the
+    collate names ``data.frame_size`` too when a batch meets them later.
+    """
+    if frame_size_of(cfg) is not None or cfg.data.layout in ZIP_FRAME_LAYOUTS:
+        return  # frames are fitted to one size, or a dataset's zip holds one size
+    if cfg.training.batch_size < 2:
+        return
+    sizes = {s.name: reader.known_size(s) for s in samples}
+    message = mixed_sizes_message(
+        {name: size for name, size in sizes.items() if size is not None}, f"split {split!r}"
+    )
+    if message is not None:
+        raise ConfigurationError(message)
 
 
 def _gloss_text_dataset(cfg: Config, split: str, vocabs: Vocabularies, is_train: bool) -> Dataset:

@@ -17,6 +17,7 @@ from dataset.text_tokenizer import VocabularyTextTokenizer
 from engine.task_data import Vocabularies, build_dataset, build_loader, load_split
 from utils.config import config_from_dict, load_config
 from utils.distributed import DistributedContext
+from utils.errors import ConfigurationError, DataError
 
 CPU = DistributedContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
 
@@ -260,3 +261,38 @@ def test_the_docs_manifest_example_trains_as_written(tmp_path: Path, monkeypatch
         )
     )
     assert batch["videos"].shape[-2:] == (260, 210)  # both clips brought to the frame size
+
+
+# -- own frames of several sizes -------------------------------------------------------------
+def _mixed_sizes(tmp_path: Path, frame_size: list[int] | None, batch_size: int = 2):
+    """A manifest of a 48 x 64 video and a folder of 40 x 40 frames (no frame counts)."""
+    (tmp_path / "frames" / "b").mkdir(parents=True, exist_ok=True)
+    _video(tmp_path / "a.mp4", (48, 64), 8)
+    for i in range(8):
+        cv2.imwrite(
+            str(tmp_path / "frames" / "b" / f"{i:02d}.png"), np.zeros((40, 40, 3), np.uint8)
+        )
+    manifest = tmp_path / "clips.jsonl"
+    rows = [{"name": "a", "video": "a.mp4", "gloss": "X"}, {"name": "b", "video": "frames/b/"}]
+    manifest.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    raw = _cfg(tmp_path, "S2G", dataset_name="custom", frame_layout="video", dev=str(manifest))
+    raw["data"]["frame_size"] = frame_size
+    raw["training"]["batch_size"] = batch_size
+    raw["model"] = {"RecognitionNetwork": {"GlossTokenizer": {}, "s3d": {}}}
+    raw["training"]["optimization"] = {"learning_rate": {"default": 1e-3}}
+    return config_from_dict(raw, "mine.yaml")
+
+
+def test_frames_of_several_sizes_name_data_frame_size_before_any_batch(tmp_path: Path):
+    vocabs = Vocabularies(gloss=GlossVocabulary.from_glosses(["X"]))
+    with pytest.raises(ConfigurationError) as error:
+        build_dataset(_mixed_sizes(tmp_path, None), "dev", vocabs, is_train=False)
+    message = str(error.value)
+    assert message.startswith("data.frame_size: not set")
+    assert "48 x 64 (1 clip: a)" in message and "40 x 40 (1 clip: b)" in message
+    fitted = build_dataset(_mixed_sizes(tmp_path, [32, 32]), "dev", vocabs, is_train=False)
+    batch = fitted.collate_fn([fitted[0], fitted[1]])
+    assert batch["videos"].shape[-2:] == (32, 32)
+    one_by_one = build_dataset(_mixed_sizes(tmp_path, None, 1), "dev", vocabs, is_train=False)
+    with pytest.raises(DataError, match=r"differ in size within a batch.*set data.frame_size"):
+        one_by_one.collate_fn([one_by_one[0], one_by_one[1]])
