@@ -5,8 +5,12 @@
 
 ``--ckpt`` accepts checkpoints of this project and of the original release (default:
 ``<model_dir>/ckpts/best.ckpt``; ensembles read their members from the config). Metrics are
-in percent: ``wer_<head>`` for recognition, ``bleu1``..``bleu4`` and ``rouge`` for
-translation. With ``testing.tuning`` in the config, decoding settings are chosen on dev.
+in percent: ``wer_<head>`` and ``wer`` (the best head) for recognition as the original
+release scores them, ``wer_official`` beside them on Phoenix-2014/2014T and CSL-Daily (the
+field's official evaluation, sclite's counts; see docs/evaluation.md), ``bleu1``..``bleu4``
+and ``rouge`` for translation. ``wer_official`` is scored against the ground truth generated
+from the annotation file, or against the official STM file ``--official-stm dev=PATH``
+gives. With ``testing.tuning`` in the config, decoding settings are chosen on dev.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from utils.config import check_files, load_config
 from utils.distributed import init_distributed
 from utils.errors import ConfigurationError
 from utils.logs import setup_logging
+from utils.official_wer import OFFICIAL_DATASETS
 
 logger = logging.getLogger("prediction")
 
@@ -39,8 +44,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--save-logits", action="store_true", help="write <output>/<split>/logits.pt (S2G)"
     )
+    parser.add_argument(
+        "--official-stm",
+        action="append",
+        default=[],
+        metavar="SPLIT=PATH",
+        help="an official STM ground truth for wer_official of SPLIT (repeatable)",
+    )
     add_override_argument(parser)
     return parser.parse_args(argv)
+
+
+def official_stm_files(values: list[str], splits: list[str], dataset_name: str) -> dict[str, Path]:
+    """``--official-stm`` values as split -> STM file."""
+    files = {}
+    for value in values:
+        split, _, path = value.partition("=")
+        if not path or split not in splits:
+            raise ConfigurationError(
+                f"--official-stm {value!r}: expected SPLIT=PATH with SPLIT one of {splits}"
+            )
+        if dataset_name not in OFFICIAL_DATASETS:
+            raise ConfigurationError(
+                f"--official-stm: data.dataset_name {dataset_name!r} has no official "
+                f"evaluation; expected one of {list(OFFICIAL_DATASETS)}"
+            )
+        files[split] = Path(path)
+    return files
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -55,6 +85,7 @@ def run(args: argparse.Namespace) -> dict:
     output = Path(args.output) if args.output else model_dir / "prediction"
     setup_logging(output / "prediction.log", ctx.is_main)
     splits = [s for s in args.splits.split(",") if s]
+    official_stm = official_stm_files(args.official_stm, splits, cfg.data.dataset_name)
     check_files(cfg, splits, args.config)
     vocabs = build_vocabularies(cfg, model_dir, save=False)
     model = build_task_model(cfg, vocabs).to(ctx.device)
@@ -62,7 +93,9 @@ def run(args: argparse.Namespace) -> dict:
         checkpoint = Path(args.ckpt) if args.ckpt else best_checkpoint(model_dir)
         load_model_weights(model, checkpoint)
         logger.info("weights from %s", checkpoint)
-    return predict_splits(model, cfg, vocabs, ctx, splits, output, save_logits=args.save_logits)
+    return predict_splits(
+        model, cfg, vocabs, ctx, splits, output, args.save_logits, official_stm=official_stm
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

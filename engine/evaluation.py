@@ -6,8 +6,14 @@ ensemble, aux heads …; ``gloss_gloss`` … is avoided: single-stream heads are
 ``gloss``) and ``text`` for translation. Here they are collected over the split (and over
 all ranks under DDP) and scored:
 
-* recognition: ``wer_<head>`` for every head (Phoenix clean-up as published), and ``wer``
-  = the lowest of them (the published model-selection rule);
+* recognition: ``wer_<head>`` for every head, and ``wer`` = the lowest of them (the
+  published model-selection rule), as the original release computes them: references
+  upper-cased like the hypotheses when the gloss vocabulary is lower-case
+  (``GlossTokenizer.lower_case``), then the dataset's clean-up on both sides;
+* ``wer_official`` (Phoenix-2014, Phoenix-2014T, CSL-Daily): the field's official scoring
+  of the head that gives ``wer`` (:mod:`utils.official_wer`: the hypothesis as decoded,
+  rewritten by the Phoenix evaluation's rules one word per line, sclite's counts against
+  the STM ground truth, generated from the references or read from an official file);
 * translation: ``bleu1`` … ``bleu4`` and ``rouge`` (ROUGE-L F), word or character level.
 """
 
@@ -15,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,10 +31,18 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from modelling.sign_language_model import PendingGlosses, decode_pending
-from utils.config import DecodingConfig
+from utils.config import Config, DecodingConfig
 from utils.distributed import DistributedContext, autocast_context, gather_objects, move_to_device
 from utils.errors import DataError
 from utils.metrics import recognition_wer, translation_scores
+from utils.official_wer import (
+    OFFICIAL_DATASETS,
+    StmSegment,
+    ground_truth,
+    official_counts,
+    total_counts,
+    utterance_id,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -142,25 +156,53 @@ class _PendingRecords:
         self.records, self.parts = [], {}
 
 
+def references_upper_cased(cfg: Config) -> bool:
+    """Whether gloss references are upper-cased before the WER, as the original's prediction.
+
+    A lower-case gloss vocabulary decodes upper-case glosses (``poss-euch`` -> ``POSS-EUCH``);
+    the original upper-cases the reference too, so ``poss-EUCH`` still matches.
+    """
+    recognition = cfg.model.RecognitionNetwork
+    return recognition is not None and recognition.GlossTokenizer.lower_case
+
+
 def score_records(
-    records: list[dict[str, Any]], dataset_name: str, level: str, is_translation: bool
+    records: list[dict[str, Any]],
+    dataset_name: str,
+    level: str,
+    is_translation: bool,
+    *,
+    upper_case_references: bool = False,
+    official_ground_truth: Sequence[StmSegment] | None = None,
 ) -> Evaluation:
     """Metrics of the collected records (see the module docstring for their names).
 
     Only labelled clips are scored: a clip without a reference gloss (text) gets hypotheses
     but counts in no WER (BLEU/ROUGE); with no labelled clip at all the metrics are empty.
+
+    Args:
+        upper_case_references: see :func:`references_upper_cased`.
+        official_ground_truth: the STM segments ``wer_official`` is scored against (an
+            official file); None: generated from the records' references.
     """
     metrics: dict[str, float] = {}
     glossed = [r for r in records if r["ref_gloss"].strip()]
     gloss_keys = sorted({k for r in glossed for k in r if k.startswith(GLOSS_PREFIX)})
-    references = [r["ref_gloss"] for r in glossed]
+    references = [
+        r["ref_gloss"].upper() if upper_case_references else r["ref_gloss"] for r in glossed
+    ]
     for key in gloss_keys:
         hypotheses = [r[key] for r in glossed]
         metrics[f"wer_{key[len(GLOSS_PREFIX) :]}"] = recognition_wer(
             references, hypotheses, dataset_name
         )["wer"]
     if gloss_keys:
-        metrics["wer"] = min(metrics.values())
+        best = min(gloss_keys, key=lambda k: metrics[f"wer_{k[len(GLOSS_PREFIX) :]}"])
+        metrics["wer"] = metrics[f"wer_{best[len(GLOSS_PREFIX) :]}"]
+        if dataset_name in OFFICIAL_DATASETS:
+            metrics["wer_official"] = _official_wer(
+                glossed, best, dataset_name, official_ground_truth
+            )
     if is_translation:
         texted = [r for r in records if r["ref_text"].strip()]
         if texted:
@@ -169,6 +211,19 @@ def score_records(
             metrics.update(translation_scores(ref_texts, text_hyps, level))
         return Evaluation(metrics, primary="bleu4", higher_is_better=True, samples=records)
     return Evaluation(metrics, primary="wer", higher_is_better=False, samples=records)
+
+
+def _official_wer(
+    glossed: list[dict[str, Any]],
+    key: str,
+    dataset_name: str,
+    segments: Sequence[StmSegment] | None,
+) -> float:
+    """The official WER of hypothesis ``key`` (references as annotated, hypotheses as decoded)."""
+    if segments is None:
+        segments = ground_truth(((r["name"], r["ref_gloss"], "") for r in glossed), dataset_name)
+    hypotheses = {utterance_id(r["name"]): r[key].split() for r in glossed}
+    return total_counts(official_counts(hypotheses, segments).values())["wer"]
 
 
 def format_table(results: Mapping[str, Mapping[str, float]]) -> str:
@@ -189,7 +244,7 @@ def format_table(results: Mapping[str, Mapping[str, float]]) -> str:
 
 def _ordered(metrics: Mapping[str, float]) -> list[str]:
     """Table column order: translation metrics as in the papers, then WERs (best first)."""
-    fixed = ["rouge", "bleu1", "bleu2", "bleu3", "bleu4", "wer"]
+    fixed = ["rouge", "bleu1", "bleu2", "bleu3", "bleu4", "wer", "wer_official"]
     head_order = ["wer_rgb", "wer_keypoint", "wer_fuse", "wer_ensemble", "wer_gloss"]
     keys = [k for k in fixed if k in metrics]
     keys += [k for k in head_order if k in metrics]

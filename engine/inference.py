@@ -13,17 +13,24 @@ import dataclasses
 import itertools
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from engine.evaluation import Evaluation, collect_predictions, format_table, score_records
+from engine.evaluation import (
+    Evaluation,
+    collect_predictions,
+    format_table,
+    references_upper_cased,
+    score_records,
+)
 from engine.task_data import Vocabularies, build_dataset, build_loader
 from utils.config import Config, DecodingConfig, TuningConfig
 from utils.distributed import DistributedContext, gather_objects, move_to_device
+from utils.official_wer import StmSegment, read_stm
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +51,23 @@ def split_loader(cfg: Config, split: str, vocabs: Vocabularies, ctx: Distributed
 
 
 def evaluate_loader(
-    model: nn.Module, loader, cfg: Config, decoding: DecodingConfig, ctx: DistributedContext
+    model: nn.Module,
+    loader,
+    cfg: Config,
+    decoding: DecodingConfig,
+    ctx: DistributedContext,
+    official_ground_truth: Sequence[StmSegment] | None = None,
 ) -> Evaluation:
+    """Decode and score a split (``official_ground_truth``: see :func:`score_records`)."""
     records = collect_predictions(model, loader, decoding, ctx, cfg.training.mixed_precision)
-    return score_records(records, cfg.data.dataset_name, cfg.data.level, cfg.is_translation)
+    return score_records(
+        records,
+        cfg.data.dataset_name,
+        cfg.data.level,
+        cfg.is_translation,
+        upper_case_references=references_upper_cased(cfg),
+        official_ground_truth=official_ground_truth,
+    )
 
 
 # -- decoding settings tuned on dev ----------------------------------------------------------
@@ -81,11 +101,12 @@ def tune_decoding(
     cfg: Config,
     candidates: Sequence[DecodingConfig],
     ctx: DistributedContext,
+    official_ground_truth: Sequence[StmSegment] | None = None,
 ) -> tuple[DecodingConfig, Evaluation]:
     """The candidate with the best dev score (and that evaluation)."""
     best: tuple[DecodingConfig, Evaluation] | None = None
     for decoding in candidates:
-        evaluation = evaluate_loader(model, loader, cfg, decoding, ctx)
+        evaluation = evaluate_loader(model, loader, cfg, decoding, ctx, official_ground_truth)
         logger.info(
             "dev with %s: %s %.2f", _describe(decoding, cfg), evaluation.primary, evaluation.score
         )
@@ -113,24 +134,30 @@ def predict_splits(
     splits: Sequence[str],
     output_dir: Path,
     save_logits: bool = False,
+    official_stm: Mapping[str, Path] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Decode and score ``splits``; decoding tuned on dev when ``testing.tuning`` is set.
 
-    Writes the files listed in the module docstring (rank 0) and returns the metrics.
+    ``official_stm`` maps splits to official STM files for ``wer_official`` (others: the
+    ground truth generated from the references). Writes the files listed in the module
+    docstring (rank 0) and returns the metrics.
     """
     candidates = candidate_decodings(cfg.testing.cfg, cfg.testing.tuning, cfg)
     decoding = candidates[0]  # a one-value grid replaces testing.cfg too
+    truths = {split: read_stm(path) for split, path in (official_stm or {}).items()}
     results: dict[str, Any] = {}
     evaluations: dict[str, Evaluation] = {}
     if len(candidates) > 1:
         decoding, evaluations["dev"] = tune_decoding(
-            model, split_loader(cfg, "dev", vocabs, ctx), cfg, candidates, ctx
+            model, split_loader(cfg, "dev", vocabs, ctx), cfg, candidates, ctx, truths.get("dev")
         )
         logger.info("decoding chosen on dev: %s", _describe(decoding, cfg))
     for split in splits:
         loader = split_loader(cfg, split, vocabs, ctx)
         if split not in evaluations:
-            evaluations[split] = evaluate_loader(model, loader, cfg, decoding, ctx)
+            evaluations[split] = evaluate_loader(
+                model, loader, cfg, decoding, ctx, truths.get(split)
+            )
         if save_logits:
             logits = collect_logits(model, loader, ctx)
             if ctx.is_main:

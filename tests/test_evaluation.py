@@ -7,13 +7,20 @@ import pytest
 import torch
 from torch import nn
 
+from dataset.annotations import load_annotations
 from dataset.gloss_vocabulary import GlossVocabulary
-from engine.evaluation import collect_predictions, format_table, score_records
+from engine.evaluation import (
+    collect_predictions,
+    format_table,
+    references_upper_cased,
+    score_records,
+)
 from modelling.sign_language_model import GlossDecoder, PendingGlosses, resolve
-from utils.config import DecodingConfig, RecognitionDecodingConfig
+from utils.config import DecodingConfig, RecognitionDecodingConfig, config_from_dict
 from utils.distributed import DistributedContext
 from utils.errors import DataError
 from utils.metrics import recognition_wer, translation_scores
+from utils.official_wer import StmSegment
 
 CPU = DistributedContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
 
@@ -57,6 +64,73 @@ def test_recognition_scoring_uses_the_dataset_clean_up():
     for dataset, metrics in (("phoenix-2014t", phoenix), ("demo", demo)):
         expected = recognition_wer(["REGEN NORD"], ["REGEN REGEN NORD"], dataset)["wer"]
         assert metrics["wer_rgb"] == expected
+
+
+def test_references_are_upper_cased_like_the_hypotheses_of_a_lower_case_vocabulary():
+    """The original upper-cases both sides: poss-EUCH decoded as POSS-EUCH is correct."""
+    records = [_record("dev/u1", "poss-EUCH REGEN", gloss_fuse="POSS-EUCH REGEN")]
+    cased = score_records(records, "phoenix-2014t", "word", False).metrics
+    upper = score_records(records, "phoenix-2014t", "word", False, upper_case_references=True)
+    assert cased["wer"] == pytest.approx(50.0)  # a substitution while references keep case
+    assert upper.metrics["wer"] == 0.0
+    assert upper.samples[0]["ref_gloss"] == "poss-EUCH REGEN"  # records keep the annotation
+
+
+def test_references_upper_cased_follow_the_gloss_vocabulary(tmp_path):
+    def config(lower_case: bool):
+        tokenizer = {"gloss2id_file": "unused", "lower_case": lower_case}
+        raw = {
+            "task": "S2G",
+            "data": {"dataset_name": "phoenix-2014", "zip_file": "unused.zip"},
+            "model": {"RecognitionNetwork": {"GlossTokenizer": tokenizer, "s3d": {}}},
+            "training": {
+                "model_dir": str(tmp_path),
+                "optimization": {"learning_rate": {"default": 0.1}},
+            },
+        }
+        return config_from_dict(raw, "s2g.yaml")
+
+    assert references_upper_cased(config(True)) is True
+    assert references_upper_cased(config(False)) is False  # Phoenix-2014's published configs
+
+
+def test_phoenix_2014t_references_decoded_perfectly_score_zero(shared_data_dir):
+    """Issue 27 measured 0.69 on dev while references kept their case; 2 HABEN2 stay official."""
+    samples = load_annotations(shared_data_dir / "phoenix-2014t" / "phoenix-2014t.dev")
+    records = [_record(s.name, s.gloss, gloss_fuse=s.gloss.upper()) for s in samples]
+    metrics = score_records(
+        records, "phoenix-2014t", "word", False, upper_case_references=True
+    ).metrics
+    assert metrics["wer"] == 0.0
+    # the official rules rewrite the hypothesis HABEN2 to HABEN, never the reference
+    assert metrics["wer_official"] == pytest.approx(100 * 2 / 3748)
+
+
+def test_official_wer_of_the_best_head_beside_the_original():
+    records = [
+        _record(
+            "dev/u1", "WIE AUSSEHEN REGEN", gloss_fuse="WIE AUSSEHEN REGEN REGEN", gloss_rgb="X"
+        ),
+        _record("dev/u2", "A B", gloss_fuse="A B", gloss_rgb="X"),
+        _record("dev/u3", "", gloss_fuse="C", gloss_rgb="C"),  # unlabelled: in neither figure
+    ]
+    metrics = score_records(records, "phoenix-2014t", "word", is_translation=False).metrics
+    assert metrics["wer"] == metrics["wer_fuse"] == 0.0  # the clean-up merges REGEN REGEN
+    # one CTM line per word: the repeat stays, an insertion over 5 reference words
+    assert metrics["wer_official"] == pytest.approx(20.0)
+    assert "wer_official" not in score_records(records, "demo", "word", False).metrics
+
+
+def test_official_wer_against_a_given_ground_truth():
+    records = [_record("dev/u1", "A B", gloss_fuse="A B")]
+    truth = (StmSegment("u1", "Signer01", ("A", "B")), StmSegment("u2", "Signer01", ("C", "D")))
+    metrics = score_records(
+        records, "phoenix-2014", "word", False, official_ground_truth=truth
+    ).metrics
+    assert metrics["wer"] == 0.0
+    assert metrics["wer_official"] == pytest.approx(50.0)  # u2: [EMPTY] for C D
+    with pytest.raises(DataError, match="ground truth does not hold"):
+        score_records(records, "phoenix-2014", "word", False, official_ground_truth=truth[1:])
 
 
 def _published_rouge_l(lcs: int, hyp_len: int, ref_len: int) -> float:
@@ -226,17 +300,19 @@ def test_format_table_column_order_and_width():
     metrics = {
         "wer_aux": 4.0,
         "wer_keypoint": 2.0,
+        "wer_official": 0.5,
         "wer": 1.0,
         "wer_rgb": 3.0,
         "bleu1": 5.0,
         "extra": 6.0,
     }
     header, rule, row = format_table({"dev": metrics}).split("\n")
-    # translation metrics, wer, then head WERs in the papers' order, then the rest sorted
+    # translation metrics, wer and wer_official, head WERs in the papers' order, the rest sorted
     assert header.split() == [
         "split",
         "bleu1",
         "wer",
+        "wer_official",
         "wer_rgb",
         "wer_keypoint",
         "extra",
@@ -247,7 +323,7 @@ def test_format_table_column_order_and_width():
         "every column is as wide as the longest name"
     )
     assert row == "dev     " + " ".join(
-        f"{v:.2f}".rjust(width) for v in (5.0, 1.0, 3.0, 2.0, 6.0, 4.0)
+        f"{v:.2f}".rjust(width) for v in (5.0, 1.0, 0.5, 3.0, 2.0, 6.0, 4.0)
     )
     assert rule == "-" * len(header)
 

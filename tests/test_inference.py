@@ -64,11 +64,12 @@ def g2t_setup(data: Path, model_dir: Path, *extra: str):
     return cfg, build_vocabularies(cfg, model_dir, save=False)
 
 
-def s2g_config(tmp_path: Path, **testing):
+def s2g_config(tmp_path: Path, lower_case: bool = True, **testing):
+    tokenizer = {"gloss2id_file": "unused", "lower_case": lower_case}
     raw = {
         "task": "S2G",
         "data": {"dataset_name": "demo", "zip_file": "unused.zip"},
-        "model": {"RecognitionNetwork": {"GlossTokenizer": {"gloss2id_file": "unused"}, "s3d": {}}},
+        "model": {"RecognitionNetwork": {"GlossTokenizer": tokenizer, "s3d": {}}},
         "training": {
             "model_dir": str(tmp_path),
             "optimization": {"learning_rate": {"default": 0.1}},
@@ -120,9 +121,14 @@ def test_evaluate_loader_decodes_and_scores(tmp_path: Path):
     ]
     cfg = s2g_config(tmp_path)
     evaluation = evaluate_loader(UpperGlosses(), batches, cfg, DecodingConfig(), CPU)
-    # 3 of the 4 reference words are upper case, so wrong after lower-casing
-    assert evaluation.metrics == pytest.approx({"wer_rgb": 75.0, "wer": 75.0})
+    # the vocabulary is lower-case (the default), so the references are upper-cased as the
+    # original's: all 4 words differ from the lower-cased hypotheses
+    assert evaluation.metrics == pytest.approx({"wer_rgb": 100.0, "wer": 100.0})
     assert [r["name"] for r in evaluation.samples] == ["a", "b", "c"]
+    cased = s2g_config(tmp_path, lower_case=False)
+    evaluation = evaluate_loader(UpperGlosses(), batches, cased, DecodingConfig(), CPU)
+    # references as annotated: 3 of the 4 reference words are upper case, so wrong
+    assert evaluation.metrics == pytest.approx({"wer_rgb": 75.0, "wer": 75.0})
 
 
 # -- the tuning grid -----------------------------------------------------------------------
