@@ -10,8 +10,9 @@ its encoder with ``inputs_embeds``:
   followed by the ``</s>`` and source-language embeddings, padded, * ``input_embed_scale``.
 
 Training uses Joey NMT's label-smoothed cross-entropy (``translation_loss``, summed over
-tokens and divided by the batch size); decoding uses ``model.generate`` with the target
-language code as the decoder start token.
+tokens and divided by the batch size); decoding is transformers 4.11's search as the original
+ran it (:mod:`modelling.translation_decoding`), the target language code as the decoder start
+token.
 
 Build it from a config with :func:`build_translation_network`.
 """
@@ -32,6 +33,13 @@ from transformers import MBartConfig, MBartForConditionalGeneration
 from dataset.gloss_vocabulary import LANGUAGE_TOKENS, GlossVocabulary
 from dataset.text_tokenizer import TextTokenizer, VocabularyTextTokenizer, build_text_tokenizer
 from modelling.published_checkpoints_translation import load_translation_checkpoint
+from modelling.translation_decoding import (
+    DecoderSource,
+    SearchSettings,
+    decode,
+    network_logits,
+    search_settings,
+)
 from utils.config import GlossEmbeddingConfig, TranslationConfig
 from utils.errors import ConfigurationError, DataError
 from utils.files import load_torch_file
@@ -360,21 +368,22 @@ class TranslationNetwork(nn.Module):
         max_length: int = 100,
         length_penalty: float = 1.0,
     ) -> dict[str, Any]:
-        """Beam search from encoder inputs (B, T, D) / (B, T), in eval mode.
+        """Decoding from encoder inputs (B, T, D) / (B, T), in eval mode, as the original does.
+
+        Beam search (greedy for one beam) of :mod:`modelling.translation_decoding`;
+        ``max_length`` counts the target-language start token.
 
         Returns:
             ``sequences`` LongTensor (B, L) starting with the target-language token, and
             ``decoded_sequences``: the B strings.
         """
-        kwargs = generation_kwargs(
-            self.text_tokenizer, attention_mask.shape[0], attention_mask.device,
+        settings = text_search_settings(
+            self.model, self.text_tokenizer,
             num_beams=num_beams, max_length=max_length, length_penalty=length_penalty,
         )  # fmt: skip
         with evaluating(self):
-            output = self.model.generate(
-                inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs
-            )
-        sequences = output.sequences
+            source = DecoderSource(self.model, inputs_embeds, attention_mask, num_beams)
+            sequences = decode([source], network_logits, settings)
         return {"sequences": sequences, "decoded_sequences": self.text_tokenizer.decode(sequences)}
 
 
@@ -398,33 +407,23 @@ def _fit_time(features: torch.Tensor, width: int) -> torch.Tensor:
     return nn.functional.pad(features, (0, 0, 0, width - length))
 
 
-def generation_kwargs(
+def text_search_settings(
+    model: nn.Module,
     text_tokenizer: TextTokenizer,
-    batch_size: int,
-    device: torch.device,
     *,
     num_beams: int,
     max_length: int,
     length_penalty: float,
-) -> dict[str, Any]:
-    """Keyword arguments of ``model.generate`` reproducing the published decoding.
+) -> SearchSettings:
+    """The published decoding's settings: the decoder starts with the target-language token.
 
-    The decoder starts with the target-language token alone (transformers >= 4.3x would
-    otherwise put ``decoder_start_token_id`` in front of given ``decoder_input_ids``); the
-    other settings (``forced_eos_token_id``, ...) come from the model's generation config.
+    ``forced_eos_token_id``, ``min_length`` and ``early_stopping`` come from the model's
+    generation config (the pretrained folder's config.json), as transformers 4.11 read them.
     """
-    sos = text_tokenizer.sos_id
-    return {
-        "decoder_input_ids": torch.full((batch_size, 1), sos, dtype=torch.long, device=device),
-        "decoder_start_token_id": sos,
-        "eos_token_id": text_tokenizer.eos_id,
-        "pad_token_id": text_tokenizer.pad_id,
-        "num_beams": num_beams,
-        "max_length": max_length,
-        "length_penalty": length_penalty,
-        "do_sample": False,
-        "return_dict_in_generate": True,
-    }
+    return search_settings(
+        model, text_tokenizer.sos_id, text_tokenizer.eos_id, text_tokenizer.pad_id,
+        num_beams=num_beams, max_length=max_length, length_penalty=length_penalty,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------

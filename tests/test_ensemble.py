@@ -6,8 +6,9 @@ import torch
 from transformers import MBartForConditionalGeneration
 
 from dataset.text_tokenizer import MBartTextTokenizer
-from modelling.ensemble import TranslationEnsemble, _Member, build_translation_ensemble
-from modelling.translation_network import generation_kwargs
+from modelling.ensemble import TranslationEnsemble, build_translation_ensemble
+from modelling.translation_decoding import DecoderSource, decode, network_logits
+from modelling.translation_network import text_search_settings
 from tests.translation_helpers import (
     make_pruned_mbart,
     published_translation_state,
@@ -53,8 +54,10 @@ def _source(seed: int, width: int = WIDTH) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _alone(model, tokenizer, embeds, mask, **setting) -> torch.Tensor:
-    kwargs = generation_kwargs(tokenizer, embeds.shape[0], embeds.device, **setting)
-    return model.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs).sequences
+    """The model decoded as a single network."""
+    settings = text_search_settings(model, tokenizer, **setting)
+    source = DecoderSource(model, embeds, mask, settings.num_beams)
+    return decode([source], network_logits, settings)
 
 
 @pytest.mark.parametrize("length_penalty", [1.0, 0.6])
@@ -83,28 +86,35 @@ def test_different_members_change_the_hypotheses(pruned_dir, tokenizer):
         assert not torch.equal(alone, together)
 
 
-def _log_probs_without_cache(member: _Member, prefixes: torch.Tensor) -> torch.Tensor:
-    """The reference: decode each whole prefix (B*K, L) afresh, no cache to re-order."""
-    output = member.model(
-        encoder_outputs=member.encoder_outputs,
-        attention_mask=member.attention_mask,
-        decoder_input_ids=prefixes,
-    )
-    return torch.log_softmax(output.logits[:, -1].float(), dim=-1)
+class _FreshSource(DecoderSource):
+    """The reference: decode each whole sequence (B*K, L) afresh, no cache to re-order."""
+
+    def next_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        output = self.model(
+            encoder_outputs=self.encoder_outputs,
+            attention_mask=self.attention_mask,
+            decoder_input_ids=tokens,
+            use_cache=False,
+        )
+        return output.logits[:, -1].float()
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        pass
 
 
+@pytest.mark.parametrize("num_beams", [1, 5])
 def test_cached_members_follow_their_beams_like_a_fresh_decoding(
-    pruned_dir, tokenizer, monkeypatch
+    pruned_dir, tokenizer, monkeypatch, num_beams
 ):
     """Three different members on different sources: re-ordering each member's cache by
-    parent prefix gives the same beams as decoding every prefix from scratch."""
+    parent beam gives the same hypotheses as decoding every sequence from scratch."""
     models = [_model(pruned_dir, seed=s) for s in (1, 2, 3)]
     sources = [_source(4), _source(5, width=4), _source(6, width=6)]
     embeds, masks = [e for e, _ in sources], [m for _, m in sources]
     ensemble = TranslationEnsemble(models, tokenizer)
-    setting = {"num_beams": 5, "max_length": 25, "length_penalty": 1.0}
+    setting = {"num_beams": num_beams, "max_length": 25, "length_penalty": 1.0}
     cached = ensemble.generate(embeds, masks, **setting)["sequences"]
-    monkeypatch.setattr(_Member, "log_probs", _log_probs_without_cache)
+    monkeypatch.setattr("modelling.ensemble.DecoderSource", _FreshSource)
     fresh = ensemble.generate(embeds, masks, **setting)["sequences"]
     assert torch.equal(cached, fresh)
     for model, embed, mask in zip(models, embeds, masks):
