@@ -4,7 +4,10 @@
 TranslationNetwork / TranslationNetwork_Ensemble (transformers 4.11.3) on the same tiny
 pruned mBART, checkpoints and inputs, which these tests rebuild deterministically
 (``tests/translation_helpers``); it was written by
-``fixtures/make_published_translation_reference.py``.
+``fixtures/make_published_translation_reference.py``. Its decoding grid (3 seeds x G2T, S2T,
+ensembles of 2 and 3 x 48 settings) is checked here on a cross-section that gives every
+kind every beam count and length penalty; ``scripts/compare_translation_reference.py``
+checks all of it.
 """
 
 import json
@@ -20,10 +23,10 @@ from modelling.published_checkpoints_translation import (
     load_translation_checkpoint,
     read_model_state,
 )
-from modelling.translation_network import TranslationNetwork, build_translation_network
+from modelling.translation_network import TranslationNetwork
 from modelling.vl_mapper import VLMapper
 from tests import translation_helpers as h
-from utils.config import EnsembleConfig, TranslationConfig
+from utils.config import EnsembleConfig
 from utils.config_loading import build
 from utils.errors import CheckpointError
 
@@ -52,25 +55,8 @@ def setting(tmp_path_factory) -> dict:
     return {"pruned": pruned, "checkpoints": checkpoints}
 
 
-def _section(pruned: Path) -> dict:
-    return {
-        "pretrained_model_name_or_path": str(pruned),
-        "overwrite_cfg": {"dropout": 0.3, "attention_dropout": 0.1},
-        "label_smoothing": 0.2,
-        "TextTokenizer": {
-            "pretrained_model_name_or_path": str(pruned),
-            "pruneids_file": str(pruned / "map_ids.pkl"),
-            "tgt_lang": "de_DE",
-        },
-        "GlossTokenizer": {"gloss2id_file": str(pruned / "gloss2ids.pkl"), "src_lang": "de_DGS"},
-        "GlossEmbedding": {"gloss2embed_file": str(pruned / "gloss_embeddings.bin")},
-    }
-
-
 def _network(setting: dict, task: str) -> TranslationNetwork:
-    data = {**_section(setting["pruned"]), "load_ckpt": str(setting["checkpoints"][0])}
-    network = build_translation_network(build(TranslationConfig, data, "<test>"), task)
-    return network.eval()
+    return h.published_network(setting["pruned"], setting["checkpoints"][0], task)
 
 
 def _assert_generations(generate, reference: list[dict]) -> None:
@@ -122,7 +108,7 @@ def test_s2t_inputs_and_hypotheses_match_the_original(setting):
 
 def test_ensemble_hypotheses_match_the_original(setting):
     data = {
-        **_section(setting["pruned"]),
+        **h.published_section(setting["pruned"]),
         "load_ckpts": [str(p) for p in setting["checkpoints"]],
     }
     ensemble = build_translation_ensemble(build(EnsembleConfig, data, "<test>"))
@@ -133,6 +119,51 @@ def test_ensemble_hypotheses_match_the_original(setting):
     _assert_generations(
         lambda **c: ensemble.generate(*sources, **c), REFERENCE["ensemble"]["generations"]
     )
+
+
+@pytest.fixture(scope="module")
+def grid_decoders(setting, tmp_path_factory):
+    """Grid seed -> kind -> ``settings -> sequences``, built on first use."""
+    work = tmp_path_factory.mktemp("grid")
+    built: dict = {}
+
+    def decoders(seed: int) -> dict:
+        if seed not in built:
+            checkpoints = h.write_grid_checkpoints(setting["pruned"], work, seed)
+            built[seed] = h.grid_decoders(setting["pruned"], checkpoints, seed)
+        return built[seed]
+
+    return decoders
+
+
+def _cross_section(seed: int, kind: str) -> list[int]:
+    """Four indices into ``grid_settings(seed)``, rotating with the kind and the seed so that
+    over the seeds each kind meets every beam count, penalty and maximum length."""
+    k, s = h.GRID_KINDS.index(kind), h.GRID_SEEDS.index(seed)
+    penalties = len(h.GRID_LENGTH_PENALTIES)
+    beams = [2 * n + (k + s) % 2 for n in range(4)]  # the odd or the even beam counts
+    return [b * penalties + (n + 2 * s + k) % penalties for n, b in enumerate(beams)]
+
+
+@pytest.mark.parametrize("seed", h.GRID_SEEDS)
+def test_decoding_grid_matches_the_original(grid_decoders, seed):
+    """Beams 1-8, penalties -1 to 2, maximum length reached or not, padded batches, single
+    networks and ensembles of 2 and 3 members with sources of different lengths."""
+    settings = h.grid_settings(seed)
+    assert REFERENCE["grid"]["settings"][str(seed)] == settings
+    expected = REFERENCE["grid"]["sequences"][str(seed)]
+    for kind, decode in grid_decoders(seed).items():
+        for index in _cross_section(seed, kind):
+            output = decode(**settings[index])
+            assert output.tolist() == expected[kind][index], (kind, settings[index])
+
+
+def test_the_cross_section_covers_every_beam_count_and_penalty_per_kind():
+    for kind in h.GRID_KINDS:
+        chosen = [h.grid_settings(s)[i] for s in h.GRID_SEEDS for i in _cross_section(s, kind)]
+        assert {c["num_beams"] for c in chosen} == set(h.GRID_BEAMS)
+        assert {c["length_penalty"] for c in chosen} == set(h.GRID_LENGTH_PENALTIES)
+        assert {c["max_length"] for c in chosen} == set(h.GRID_MAX_LENGTHS)
 
 
 # --------------------------------------------------------------------------------------------

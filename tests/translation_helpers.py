@@ -11,10 +11,15 @@ from __future__ import annotations
 import gzip
 import json
 import pickle
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import torch
+
+from modelling.ensemble import TranslationEnsemble
+from modelling.translation_network import TranslationNetwork, build_translation_network
+from utils.config import TranslationConfig
+from utils.config_loading import build
 
 SAMPLES = [
     {"gloss": "MORGEN REGEN NORD", "text": "morgen regnet es im norden ."},
@@ -269,6 +274,8 @@ REFERENCE_GENERATION = [
 EOS_BIAS = 1.0
 """Added to ``final_logits_bias[</s>]`` so that the random models' hypotheses end at
 different lengths instead of all running to ``max_length``."""
+GRID_EOS_BIAS = 2.0
+"""The decoding grid's: about half of its hypotheses end before the maximum length."""
 
 
 def reference_features(seed: int, d_model: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -279,7 +286,9 @@ def reference_features(seed: int, d_model: int) -> tuple[torch.Tensor, torch.Ten
     return features, lengths
 
 
-def published_translation_state(pruned_dir: Path, seed: int) -> dict[str, torch.Tensor]:
+def published_translation_state(
+    pruned_dir: Path, seed: int, eos_bias: float = EOS_BIAS
+) -> dict[str, torch.Tensor]:
     """A published-layout ``model_state`` of a translation network with seeded weights.
 
     Keys ``translation_network.model.<MBart key>`` and
@@ -292,10 +301,126 @@ def published_translation_state(pruned_dir: Path, seed: int) -> dict[str, torch.
     shapes["gloss_embedding.weight"] = (num_glosses, config["d_model"])
     tied = tuple("model." + k for k in TIED_KEYS)
     state = seeded_state_dict(shapes, seed, tied=tied)
-    state["model.final_logits_bias"][0, config["eos_token_id"]] += EOS_BIAS
+    state["model.final_logits_bias"][0, config["eos_token_id"]] += eos_bias
     return {"translation_network." + k: v for k, v in state.items()}
 
 
 def write_published_checkpoint(path: Path, model_state: dict[str, torch.Tensor]) -> Path:
     torch.save({"model_state": model_state, "global_step": 0}, path)
     return path
+
+
+def published_section(pruned_dir: Path) -> dict:
+    """The ``TranslationNetwork`` config section of the reference runs (ours and the original's)."""
+    pruned = str(pruned_dir)
+    return {
+        "pretrained_model_name_or_path": pruned,
+        "overwrite_cfg": {"dropout": 0.3, "attention_dropout": 0.1},
+        "label_smoothing": 0.2,
+        "TextTokenizer": {
+            "pretrained_model_name_or_path": pruned,
+            "pruneids_file": f"{pruned}/map_ids.pkl",
+            "tgt_lang": "de_DE",
+        },
+        "GlossTokenizer": {"gloss2id_file": f"{pruned}/gloss2ids.pkl", "src_lang": "de_DGS"},
+        "GlossEmbedding": {"gloss2embed_file": f"{pruned}/gloss_embeddings.bin"},
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# the decoding grid: every search setting on several seeds, single networks and ensembles
+# --------------------------------------------------------------------------------------------
+GRID_SEEDS = (0, 1, 2)
+GRID_BEAMS = tuple(range(1, 9))
+GRID_LENGTH_PENALTIES = (-1.0, 0.0, 0.5, 1.0, 1.5, 2.0)
+GRID_MAX_LENGTHS = (6, 20)
+"""Small enough that most hypotheses reach it / large enough that most end before it."""
+GRID_KINDS = ("g2t", "s2t", "ensemble2", "ensemble3")
+GRID_MEMBERS = 3
+GRID_BATCH = 6
+GRID_GLOSS_WORDS = sorted({g for s in SAMPLES for g in s["gloss"].split()}) + ["UNBEKANNT"]
+
+
+def grid_checkpoint_seed(seed: int, member: int) -> int:
+    """The weights' seed of checkpoint ``member`` of grid seed ``seed``."""
+    return REFERENCE_SEED + 100 * (seed + 1) + member
+
+
+def grid_settings(seed: int) -> list[dict]:
+    """Every beam count with every length penalty.
+
+    The maximum length alternates with the beam count, the penalty and the seed, so that
+    over the seeds every (beams, penalty) pair meets both maximum lengths.
+    """
+    return [
+        {
+            "num_beams": beams,
+            "max_length": GRID_MAX_LENGTHS[(i + j + seed) % 2],
+            "length_penalty": penalty,
+        }
+        for i, beams in enumerate(GRID_BEAMS)
+        for j, penalty in enumerate(GRID_LENGTH_PENALTIES)
+    ]
+
+
+def grid_glosses(seed: int) -> list[str]:
+    """G2T sources: GRID_BATCH gloss sentences of 1-7 glosses (padded batch)."""
+    generator = torch.Generator().manual_seed(REFERENCE_SEED + seed)
+    lengths = torch.randint(1, 8, (GRID_BATCH,), generator=generator).tolist()
+    words = [torch.randint(len(GRID_GLOSS_WORDS), (n,), generator=generator) for n in lengths]
+    return [" ".join(GRID_GLOSS_WORDS[i] for i in row.tolist()) for row in words]
+
+
+def grid_features(seed: int, member: int, d_model: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """S2T sources of one member: features (B, max(lengths), d_model), lengths (B,) in 1-12."""
+    generator = torch.Generator().manual_seed(REFERENCE_SEED + 10 * seed + member)
+    lengths = torch.randint(1, 13, (GRID_BATCH,), generator=generator)
+    features = torch.randn(GRID_BATCH, int(lengths.max()), d_model, generator=generator)
+    return features, lengths
+
+
+def published_network(pruned_dir: Path, checkpoint: Path, task: str) -> TranslationNetwork:
+    """Our network of ``task`` (G2T / S2T) built as the reference runs build it, in eval mode."""
+    data = {**published_section(pruned_dir), "load_ckpt": str(checkpoint)}
+    network = build_translation_network(build(TranslationConfig, data, "<test>"), task)
+    return network.eval()
+
+
+def write_grid_checkpoints(pruned_dir: Path, work: Path, seed: int) -> list[Path]:
+    """The GRID_MEMBERS published-layout checkpoints of grid seed ``seed``, written into ``work``."""
+    return [
+        write_published_checkpoint(
+            work / f"grid{seed}_{m}.pt",
+            published_translation_state(pruned_dir, grid_checkpoint_seed(seed, m), GRID_EOS_BIAS),
+        )
+        for m in range(GRID_MEMBERS)
+    ]
+
+
+@torch.no_grad()
+def grid_decoders(
+    pruned_dir: Path, checkpoints: Sequence[Path], seed: int
+) -> dict[str, Callable[..., torch.Tensor]]:
+    """Per kind of GRID_KINDS: ``settings -> sequences (B, L)`` on grid seed ``seed``'s sources.
+
+    G2T and S2T use checkpoint 0, the ensembles checkpoints 0-1 / 0-2, each member on its
+    own S2T sources.
+    """
+    g2t = published_network(pruned_dir, checkpoints[0], "G2T")
+    ids, mask = g2t.gloss_vocabulary.encode_for_translation(grid_glosses(seed), "de_DGS")
+    gloss_embeds = g2t.embed_glosses(ids)
+    s2t = [published_network(pruned_dir, path, "S2T") for path in checkpoints]
+    d_model = g2t.d_model
+    sources = [n.embed_features(*grid_features(seed, m, d_model)) for m, n in enumerate(s2t)]
+    ensembles = {n: TranslationEnsemble.from_networks(s2t[:n]) for n in (2, 3)}
+
+    def ensemble(n: int) -> Callable[..., torch.Tensor]:
+        embeds, masks = [e for e, _ in sources[:n]], [m for _, m in sources[:n]]
+        return lambda **c: ensembles[n].generate(embeds, masks, **c)["sequences"]
+
+    return {
+        "g2t": lambda **c: g2t.generate(gloss_embeds, mask, **c)["sequences"],
+        "s2t": lambda **c: s2t[0].generate(*sources[0], **c)["sequences"],
+        "ensemble2": ensemble(2),
+        "ensemble3": ensemble(3),
+    }
