@@ -375,3 +375,20 @@ def test_port_equals_preprocess_sh_and_mergectmstm(
             for u, lines in scored_hypotheses(hypotheses, segments).items()
         }
         assert theirs == ours, name
+
+
+@pytest.mark.parametrize("split", ["dev", "test"])
+def test_port_equals_the_field_scripts_and_sclite_on_csl_daily(tmp_path: Path, split: str) -> None:
+    """CorrNet scores CSL-Daily glosses with the same scripts; its STM files name the truth."""
+    stm = _slr_eval_or_skip() / f"CSL-Daily-groundtruth-{split}.stm"
+    if not stm.is_file():
+        pytest.skip(f"no {stm.name} in {SLR_EVAL_DIR}")
+    _sclite_or_skip()
+    segments = read_stm(stm)
+    for name in LIVE_SETS:
+        hypotheses = perturbed(name, segments)
+        raw = write_raw_ctm(tmp_path / f"{name}.ctm", hypotheses)
+        ctm, sorted_stm = run_official_scripts(Path(SLR_EVAL_DIR), raw, stm, tmp_path)
+        theirs = run_sclite(ctm, sorted_stm, tmp_path / name)
+        ours = {u.lower(): c for u, c in official_counts(hypotheses, segments).items()}
+        _assert_same(ours, theirs, f"csl-daily/{split}/{name}")
