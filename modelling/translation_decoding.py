@@ -400,11 +400,13 @@ class FinishedHypotheses:
         self.stamp += 1
         self.count += (accepted & ~full).long()
         kept = torch.arange(k, device=self.count.device)[None, :] < self.count[:, None]
-        self.worst = torch.where(kept, self.scores, float("inf")).min(dim=1).values
+        # amin, not min(dim): on a multi-threaded CPU the value-and-index reduction of a
+        # tiny tensor costs milliseconds (measured 1-16 ms against 5 us on 2 threads)
+        self.worst = torch.where(kept, self.scores, float("inf")).amin(dim=1)
 
     def _oldest_worst(self) -> torch.Tensor:
         """(B,) the slot of the lowest score, the oldest of equal ones (a full list's victim)."""
-        lowest = self.scores == self.scores.min(dim=1, keepdim=True).values
+        lowest = self.scores == self.scores.amin(dim=1, keepdim=True)
         return torch.where(lowest, self.stamps, torch.iinfo(torch.long).max).argmin(dim=1)
 
     def update_done(self, best_sums: torch.Tensor, length: int) -> None:
@@ -416,7 +418,7 @@ class FinishedHypotheses:
 
     def output(self) -> torch.Tensor:
         """(B, L) the best hypothesis of each sentence, ``</s>`` where it fits, ``<pad>`` after."""
-        best = self.scores == self.scores.max(dim=1, keepdim=True).values
+        best = self.scores == self.scores.amax(dim=1, keepdim=True)
         slot = torch.where(best, self.stamps, -1).argmax(dim=1)  # the newest of equal scores
         rows = torch.arange(slot.shape[0], device=slot.device)
         tokens, lengths = self.tokens[rows, slot], self.lengths[rows, slot]
