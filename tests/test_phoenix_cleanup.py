@@ -3,7 +3,14 @@
 import pytest
 
 from utils.errors import ConfigurationError, DataError
-from utils.phoenix_cleanup import clean_phoenix_2014, clean_phoenix_2014t, get_gloss_cleaner
+from utils.phoenix_cleanup import (
+    PHOENIX_2014_RULES,
+    PREPROCESS_SH_RULES,
+    apply_rules,
+    clean_phoenix_2014,
+    clean_phoenix_2014t,
+    get_gloss_cleaner,
+)
 
 
 @pytest.mark.parametrize(
@@ -70,3 +77,15 @@ def test_cleaner_lookup_lists_valid_names(name: str) -> None:
         get_gloss_cleaner(name)
     for valid in ("phoenix-2014", "phoenix-2014t", "csl-daily"):
         assert valid in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["loc-REGION A B C REGEN REGEN", "WIE AUSSEHEN ZEIGEN", "__PU__ S0NNE NORDRAUM-PLUSPLUS"],
+)
+def test_preprocess_sh_rules_are_the_clean_up_without_space_normalisation(raw: str) -> None:
+    """The release's sed/perl chain: the same rewrites, spaces left as they come."""
+    assert apply_rules(raw, PREPROCESS_SH_RULES) == apply_rules(raw, PHOENIX_2014_RULES)
+    # __PU__ leaves two spaces that only the Python clean-up closes
+    assert apply_rules("A __PU__ B", PREPROCESS_SH_RULES) == "A  B"
+    assert apply_rules("A __PU__ B", PHOENIX_2014_RULES) == "A B"
