@@ -103,9 +103,9 @@ class SignDataset(_EpochMixin, Dataset):
             do not depend on the number of workers.
         split: a label for log messages (e.g. ``"train"``).
 
-    Samples that cannot be used (missing from the keypoint file, keypoint frame count
-    different from ``num_frames``, empty gloss, too few frames) are skipped with a logged
-    warning and listed in :attr:`skipped` as ``(name, reason)``.
+    Samples that cannot be used (missing from the keypoint file or refused by its check,
+    keypoint frame count different from ``num_frames``, empty gloss, too few frames) are
+    skipped with a logged warning and listed in :attr:`skipped` as ``(name, reason)``.
     """
 
     def __init__(
@@ -156,7 +156,8 @@ class SignDataset(_EpochMixin, Dataset):
         if self.keypoints is not None:
             kp = self.keypoints.get(sample.name)
             if kp is None:
-                _skip(skipped, sample.name, "missing from the keypoint file")
+                refused = getattr(self.keypoints, "refused", {}).get(sample.name)
+                _skip(skipped, sample.name, refused or "missing from the keypoint file")
                 return None
         num_frames = sample.num_frames
         if num_frames is None:

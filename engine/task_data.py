@@ -181,9 +181,12 @@ def _sign_dataset(cfg: Config, split: str, vocabs: Vocabularies, is_train: bool)
     transform = data.transform_cfg
     streams = data.input_streams
     frame_reader = build_reader(cfg) if "rgb" in streams else None
-    keypoints = (
-        load_keypoints(data.keypoint_file, data.use_keypoints) if "keypoint" in streams else None
-    )
+    keypoints = None
+    if "keypoint" in streams:
+        # a dataset's zip: the keypoints are in pixels of its frames; own videos: of each
+        # video's own size (the extractor's sidecar lists those)
+        stored = frame_size_of(cfg) if data.layout in ZIP_FRAME_LAYOUTS else None
+        keypoints = load_keypoints(data.keypoint_file, data.use_keypoints, stored)
     fit = frame_fit_of(cfg) if keypoints is not None else None
     temporal = transform.temporal_augmentation
     dataset = SignDataset(

@@ -58,9 +58,8 @@ from dataset.frames import (
     phoenix2014t_member,
 )
 from dataset.keypoint_drawing import contact_sheet, draw_wholebody
-from dataset.keypoints import keypoint_indices
+from dataset.keypoints import fill_missing, keypoint_indices
 from preprocess import holistic_mapping
-from preprocess.holistic_mapping import fill_missing
 from preprocess.pose_estimators import ESTIMATORS, PoseEstimator, build_estimator
 from utils.cli import run_command
 from utils.errors import ConfigurationError, DataError, SignLanguageError

@@ -30,8 +30,9 @@ whatever its score, a point without a detection never stays at (0, 0) (it would 
 in a corner of the heatmaps): it is interpolated in time between the frames where it was
 found (held at the first / last such frame), and a point found in no frame of the clip
 goes to its anchor (a hand to its wrist, a small toe to the big toe, the face to the nose, a
-body point to its neighbour), and to the frame centre when the whole clip has no person.
-Filled points keep score 0.
+body point to its neighbour), and to the frame centre when the whole clip has no person
+(:func:`dataset.keypoints.fill_missing`, also used where keypoint files are read). Filled
+points keep score 0.
 """
 
 from __future__ import annotations
@@ -41,13 +42,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-NUM_POINTS = 133
-BODY = slice(0, 17)
-FEET = slice(17, 23)
-FACE = slice(23, 91)
-LEFT_HAND = slice(91, 112)
-RIGHT_HAND = slice(112, 133)
-LEFT_WRIST, RIGHT_WRIST = 9, 10
+from dataset.keypoints import FACE, LEFT_HAND, NUM_WHOLEBODY_POINTS, RIGHT_HAND, fill_missing
+
+NUM_POINTS = NUM_WHOLEBODY_POINTS
 
 # COCO-WholeBody body and feet point -> Holistic pose landmark (-1: none)
 POSE_SOURCES = (
@@ -70,27 +67,6 @@ FACE_MESH_68 = (
 NOSE_TIP_68 = 30  # point 30 of the 68 (COCO 53) is the tip of the nose
 
 
-def _anchors() -> tuple[int, ...]:
-    """For every COCO point, where it goes when it is found in no frame (-1: frame centre)."""
-    anchor = [-1] * NUM_POINTS
-    # a body point goes to its neighbour towards the nose; the nose to the frame centre
-    body = {1: 0, 2: 0, 3: 1, 4: 2, 5: 0, 6: 0, 7: 5, 8: 6, 9: 7, 10: 8}
-    body |= {11: 5, 12: 6, 13: 11, 14: 12, 15: 13, 16: 14}
-    for point, neighbour in body.items():
-        anchor[point] = neighbour
-    for toe, ankle in ((17, 15), (19, 15), (20, 16), (22, 16)):
-        anchor[toe] = ankle
-    anchor[18], anchor[21] = 17, 20  # small toes: the big toe
-    for point in range(FACE.start, FACE.stop):
-        anchor[point] = 0  # the nose
-    for point in range(LEFT_HAND.start, LEFT_HAND.stop):
-        anchor[point] = LEFT_WRIST
-    for point in range(RIGHT_HAND.start, RIGHT_HAND.stop):
-        anchor[point] = RIGHT_WRIST
-    return tuple(anchor)
-
-
-ANCHORS = _anchors()
 # COCO point -> its mirror image (left <-> right), for mirrored videos
 MIRROR = (
     (0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15, 20, 21, 22, 17, 18, 19)
@@ -156,42 +132,6 @@ def _hands_by_side(frame: HolisticFrame) -> tuple[np.ndarray | None, np.ndarray 
     keep = np.linalg.norm(first[0] - wrists[0]) + np.linalg.norm(second[0] - wrists[1])
     swap = np.linalg.norm(first[0] - wrists[1]) + np.linalg.norm(second[0] - wrists[0])
     return (second, first) if swap < keep else (first, second)
-
-
-def fill_missing(points: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:
-    """Place every point without a detection (NaN) as the module docstring says.
-
-    Args:
-        points: ``(T, 133, 3)`` with NaN coordinates where nothing was found.
-        frame_size: ``(height, width)``, for the frame centre.
-
-    Returns:
-        ``(T, 133, 3)`` float32 without NaN; the scores are unchanged.
-    """
-    if points.ndim != 3 or points.shape[1:] != (NUM_POINTS, 3):
-        raise ValueError(f"expected (T, {NUM_POINTS}, 3) points, got {points.shape}")
-    points = points.astype(np.float32, copy=True)
-    time = np.arange(len(points))
-    found = ~np.isnan(points[..., 0])  # (T, 133)
-    never = [k for k in range(NUM_POINTS) if not found[:, k].any()]
-    for k in np.flatnonzero(found.any(0)):
-        seen = found[:, k]
-        for axis in (0, 1):
-            points[:, k, axis] = np.interp(time, time[seen], points[seen, k, axis])
-    centre = np.array([frame_size[1] / 2, frame_size[0] / 2], dtype=np.float32)
-    for k in sorted(never, key=_anchor_depth):
-        anchor = ANCHORS[k]
-        defined = anchor >= 0 and not np.isnan(points[0, anchor, 0])
-        points[:, k, :2] = points[:, anchor, :2] if defined else centre
-    return points
-
-
-def _anchor_depth(point: int) -> int:
-    """How many anchors lie between ``point`` and a point without one (fill those first)."""
-    depth = 0
-    while ANCHORS[point] >= 0:  # the anchors form a tree rooted at the nose
-        point, depth = ANCHORS[point], depth + 1
-    return depth
 
 
 def holistic_to_wholebody(

@@ -11,7 +11,9 @@ mapping of :mod:`preprocess.holistic_mapping`.
 
 * ``.pose`` -> pickle: the extractor's mapping (body from the pose, the 68 face points from
   the mesh, hands by their wrist), the confidence as the score, missing points filled in
-  as the extractor fills them. Lost: the 400 mesh points that are not among the 68, the 16
+  as the extractor fills them; each clip checked as keypoints are where they enter
+  (docs/data.md: non-finite or far-away points of seen points filled in and logged, a clip
+  with no point seen left out with a warning naming its file). Lost: the 400 mesh points that are not among the 68, the 16
   pose points without a COCO counterpart (inner / outer eye corners, mouth corners, the
   pose's own finger and foot points), and depth.
 * pickle -> ``.pose``: the 17 body points with a pose counterpart, heels and big toes into
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +42,7 @@ from pose_format.pose_header import PoseHeader, PoseHeaderComponent, PoseHeaderD
 # preprocess/, not the repository, on the import path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dataset.keypoints import check_keypoints
 from preprocess.holistic_mapping import (
     FACE,
     FACE_MESH_68,
@@ -46,11 +50,12 @@ from preprocess.holistic_mapping import (
     NUM_POINTS,
     POSE_SOURCES,
     RIGHT_HAND,
-    fill_missing,
 )
 from utils.cli import run_command
 from utils.errors import DataError
 from utils.files import atomic_pickle, atomic_write, read_pickle
+
+logger = logging.getLogger(__name__)
 
 POSE_NAMES = (
     "NOSE", "LEFT_EYE_INNER", "LEFT_EYE", "LEFT_EYE_OUTER", "RIGHT_EYE_INNER", "RIGHT_EYE",
@@ -122,19 +127,26 @@ def wholebody_to_holistic(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def holistic_to_points(
-    data: np.ndarray, confidence: np.ndarray, size: tuple[int, int]
+    data: np.ndarray, confidence: np.ndarray, size: tuple[int, int], where: str = "the clip"
 ) -> np.ndarray:
     """Holistic-layout ``(T, 543, >=2)`` and ``(T, 543)`` -> ``(T, 133, 3)``, filled.
 
-    A point with confidence 0 counts as not seen and is filled in as the extractor fills.
+    A point with confidence 0 counts as not seen and is filled in as the extractor fills;
+    the rest is checked as keypoints are where they enter
+    (:func:`dataset.keypoints.check_keypoints`: non-finite or far-away points of a seen
+    point are filled in and logged; a clip with nothing seen is refused, naming ``where``).
     """
     coco, holistic = correspondence()
     points = np.full((len(data), NUM_POINTS, 3), np.nan, dtype=np.float32)
     points[..., 2] = 0.0
     points[:, coco, :2] = data[:, holistic, :2]
     points[:, coco, 2] = confidence[:, holistic]
-    points[..., :2][points[..., 2] <= 0] = np.nan
-    return fill_missing(points, size)
+    undetected = ~(points[..., 2] > 0)  # a NaN confidence is no detection either
+    points[undetected] = [np.nan, np.nan, 0.0]
+    checked, repair = check_keypoints(points, where, size, undetected=undetected)
+    if repair.repaired:
+        logger.warning("%s: %s", where, repair.describe())
+    return checked
 
 
 def file_name(sample: str) -> str:
@@ -147,14 +159,25 @@ def pickle_to_pose(pickle_path: str | Path, folder: str | Path, fps: float = 25.
     entries = read_pickle(pickle_path, "keypoint file", "a dict name -> {'keypoints': ...}", dict)
     sizes = _frame_sizes(pickle_path)
     folder.mkdir(parents=True, exist_ok=True)
+    written = 0
     for name, entry in entries.items():
-        points = np.asarray(entry["keypoints"], dtype=np.float32)
+        where = f"keypoint file {pickle_path}, clip '{name}'"
+        try:
+            if not isinstance(entry, dict) or "keypoints" not in entry:
+                raise DataError(f"{where}: expected a dict with a 'keypoints' array")
+            points, repair = check_keypoints(entry["keypoints"], where, sizes.get(name))
+        except DataError as error:
+            logger.warning("refused, no .pose file written: %s", error)
+            continue
+        if repair.repaired:
+            logger.warning("%s: %s", where, repair.describe())
         height, width = sizes.get(name) or _extent(points)
         data, confidence = wholebody_to_holistic(points)
         body = NumPyPoseBody(fps=fps, data=data[:, None], confidence=confidence[:, None])
         pose = Pose(holistic_header(int(width), int(height)), body)
         atomic_write(folder / file_name(name), pose.write)
-    return len(entries)
+        written += 1
+    return written
 
 
 def pose_to_pickle(folder: str | Path, pickle_path: str | Path) -> int:
@@ -171,10 +194,15 @@ def pose_to_pickle(folder: str | Path, pickle_path: str | Path) -> int:
         )
         confidence = np.asarray(pose.body.confidence)
         dimensions = pose.header.dimensions
-        points = holistic_to_points(
-            data[:, 0], confidence[:, 0], (dimensions.height, dimensions.width)
-        )
+        size = (dimensions.height, dimensions.width)
+        try:
+            points = holistic_to_points(data[:, 0], confidence[:, 0], size, f"pose file {path}")
+        except DataError as error:
+            logger.warning("refused, left out of the keypoint file: %s", error)
+            continue
         entries[path.stem.replace("__", "/")] = {"keypoints": points}
+    if not entries:
+        raise DataError(f"no usable clip among the {len(files)} .pose files of {folder}")
     atomic_pickle(entries, pickle_path)
     return len(entries)
 
@@ -225,7 +253,7 @@ def run(args: argparse.Namespace) -> None:
         count = pickle_to_pose(args.source, args.target, args.fps)
     else:
         count = pose_to_pickle(args.source, args.target)
-    print(f"{count} clips: {args.source} -> {args.target}")
+    print(f"{count} clips: {args.source} -> {args.target} (clips refused or filled in: above)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,11 +1,9 @@
 """Holistic -> COCO-WholeBody: which landmark lands where, sides, and points without detection."""
 
 import numpy as np
-import pytest
 
 from dataset.keypoints import KEYPOINT_PARTS, keypoint_indices
 from preprocess.holistic_mapping import (
-    ANCHORS,
     FACE,
     FACE_MESH_68,
     LEFT_HAND,
@@ -13,7 +11,6 @@ from preprocess.holistic_mapping import (
     NUM_POINTS,
     RIGHT_HAND,
     HolisticFrame,
-    fill_missing,
     frame_to_wholebody,
     holistic_to_wholebody,
 )
@@ -112,20 +109,3 @@ def test_mirror_swaps_every_side_and_undoes_itself():
     frame = HolisticFrame(pose=_pose(), left_hand=_hand(150, 76))
     plain, mirrored = (holistic_to_wholebody([frame], SIZE, m) for m in (False, True))
     np.testing.assert_allclose(mirrored[0, RIGHT_HAND], plain[0, LEFT_HAND])
-
-
-def test_anchors_form_a_tree_rooted_at_the_nose():
-    for point in range(NUM_POINTS):
-        seen, current = set(), point
-        while ANCHORS[current] >= 0:
-            assert current not in seen, f"anchor cycle through {current}"
-            seen.add(current)
-            current = ANCHORS[current]
-        assert current == 0
-
-
-def test_fill_missing_keeps_found_points():
-    points = np.random.default_rng(0).uniform(0, 200, (3, NUM_POINTS, 3)).astype(np.float32)
-    assert np.array_equal(fill_missing(points, SIZE), points)
-    with pytest.raises(ValueError):
-        fill_missing(np.zeros((2, 5)), SIZE)

@@ -81,3 +81,41 @@ def test_files_that_are_not_holistic_poses_are_refused(tmp_path: Path, capsys):
         pose_to_pickle(folder, tmp_path / "kp.pkl")
     assert main(["to-pickle", str(tmp_path / "empty"), str(tmp_path / "kp.pkl")]) == 2
     assert "no .pose file" in capsys.readouterr().err
+
+
+def _pose_file(path: Path, data: np.ndarray, confidence: np.ndarray) -> None:
+    with open(path, "wb") as handle:
+        Pose(holistic_header(100, 120), NumPyPoseBody(25, data, confidence)).write(handle)
+
+
+def test_pose_files_are_checked_as_keypoints_where_they_enter(tmp_path: Path, caplog):
+    folder = tmp_path / "poses"
+    folder.mkdir()
+    data = np.random.default_rng(0).uniform(10, 90, (4, 1, HOLISTIC_POINTS, 2)).astype(np.float32)
+    confidence = np.ones((4, 1, HOLISTIC_POINTS), np.float32)
+    data[2, 0, 15] = [np.inf, 5.0]  # the left wrist, seen in frame 2 at infinity
+    _pose_file(folder / "seen.pose", data, confidence)
+    _pose_file(folder / "nobody.pose", data, np.zeros_like(confidence))
+    with caplog.at_level("WARNING"):
+        assert pose_to_pickle(folder, tmp_path / "kp.pkl") == 1
+    points = pickle.loads((tmp_path / "kp.pkl").read_bytes())["seen"]["keypoints"]
+    assert np.isfinite(points).all() and points[2, 9, 2] == 0  # filled in, score 0
+    np.testing.assert_allclose(points[2, 9, :2], (points[1, 9, :2] + points[3, 9, :2]) / 2)
+    assert f"pose file {folder / 'seen.pose'}: 1 non-finite point in frames 2" in caplog.text
+    assert f"pose file {folder / 'nobody.pose'}: no usable point in any of its 4" in caplog.text
+    _pose_file(folder / "seen.pose", data, np.zeros_like(confidence))
+    with pytest.raises(DataError, match="no usable clip among the 2 .pose files"):
+        pose_to_pickle(folder, tmp_path / "none.pkl")
+
+
+def test_keypoint_pickles_are_checked_before_they_become_pose_files(tmp_path: Path, caplog):
+    broken = _keypoints(4, 0)
+    broken[1, 91:101, :2] = np.nan
+    entries = {"a": {"keypoints": broken}, "empty": {"keypoints": np.zeros((3, 133, 3))}}
+    source = tmp_path / "kp.pkl"
+    source.write_bytes(pickle.dumps(entries))
+    with caplog.at_level("WARNING"):
+        assert pickle_to_pose(source, tmp_path / "poses") == 1
+    assert [p.name for p in (tmp_path / "poses").iterdir()] == ["a.pose"]
+    assert "clip 'a': 10 non-finite points in frames 1 filled in" in caplog.text
+    assert "clip 'empty': no usable point" in caplog.text
