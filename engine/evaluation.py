@@ -185,24 +185,10 @@ def score_records(
         official_ground_truth: the STM segments ``wer_official`` is scored against (an
             official file); None: generated from the records' references.
     """
-    metrics: dict[str, float] = {}
     glossed = [r for r in records if r["ref_gloss"].strip()]
-    gloss_keys = sorted({k for r in glossed for k in r if k.startswith(GLOSS_PREFIX)})
-    references = [
-        r["ref_gloss"].upper() if upper_case_references else r["ref_gloss"] for r in glossed
-    ]
-    for key in gloss_keys:
-        hypotheses = [r[key] for r in glossed]
-        metrics[f"wer_{key[len(GLOSS_PREFIX) :]}"] = recognition_wer(
-            references, hypotheses, dataset_name
-        )["wer"]
-    if gloss_keys:
-        best = min(gloss_keys, key=lambda k: metrics[f"wer_{k[len(GLOSS_PREFIX) :]}"])
-        metrics["wer"] = metrics[f"wer_{best[len(GLOSS_PREFIX) :]}"]
-        if dataset_name in OFFICIAL_DATASETS:
-            metrics["wer_official"] = _official_wer(
-                glossed, best, dataset_name, official_ground_truth
-            )
+    metrics = _recognition_metrics(
+        glossed, dataset_name, upper_case_references, official_ground_truth
+    )
     if is_translation:
         texted = [r for r in records if r["ref_text"].strip()]
         if texted:
@@ -211,6 +197,33 @@ def score_records(
             metrics.update(translation_scores(ref_texts, text_hyps, level))
         return Evaluation(metrics, primary="bleu4", higher_is_better=True, samples=records)
     return Evaluation(metrics, primary="wer", higher_is_better=False, samples=records)
+
+
+def _recognition_metrics(
+    glossed: list[dict[str, Any]],
+    dataset_name: str,
+    upper_case_references: bool,
+    official_ground_truth: Sequence[StmSegment] | None,
+) -> dict[str, float]:
+    """``wer_<head>``, ``wer`` (the lowest) and ``wer_official`` of the labelled records."""
+    metrics: dict[str, float] = {}
+    heads = sorted(
+        {k[len(GLOSS_PREFIX) :] for r in glossed for k in r if k.startswith(GLOSS_PREFIX)}
+    )
+    references = [
+        r["ref_gloss"].upper() if upper_case_references else r["ref_gloss"] for r in glossed
+    ]
+    for head in heads:
+        hypotheses = [r[GLOSS_PREFIX + head] for r in glossed]
+        metrics[f"wer_{head}"] = recognition_wer(references, hypotheses, dataset_name)["wer"]
+    if heads:
+        best = min(heads, key=lambda head: metrics[f"wer_{head}"])
+        metrics["wer"] = metrics[f"wer_{best}"]
+        if dataset_name in OFFICIAL_DATASETS:
+            metrics["wer_official"] = _official_wer(
+                glossed, GLOSS_PREFIX + best, dataset_name, official_ground_truth
+            )
+    return metrics
 
 
 def _official_wer(
