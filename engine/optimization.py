@@ -7,6 +7,7 @@ annealing stepped once per epoch.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 
@@ -18,6 +19,8 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, LRScheduler
 from utils.config import OptimizationConfig
 from utils.errors import ConfigurationError
 
+logger = logging.getLogger(__name__)
+
 
 def _adam_options(cfg: OptimizationConfig) -> dict:
     return {"betas": cfg.betas, "eps": cfg.eps, "amsgrad": cfg.amsgrad}
@@ -27,7 +30,10 @@ OPTIMIZERS: Mapping[str, tuple[type[Optimizer], Callable[[OptimizationConfig], d
     MappingProxyType(
         {
             "adam": (torch.optim.Adam, _adam_options),
-            "adamw": (torch.optim.AdamW, _adam_options),
+            # the original release builds torch.optim.Adam for "adamw" (weight decay added to
+            # the gradient, not decoupled): its configs train the same here
+            "adamw": (torch.optim.Adam, _adam_options),
+            "adamw_decoupled": (torch.optim.AdamW, _adam_options),
             "sgd": (torch.optim.SGD, lambda cfg: {}),
         }
     )
@@ -81,7 +87,15 @@ def _submodule(modules: Mapping[str, nn.Module], dotted: str) -> nn.Module:
 
 def build_optimizer(cfg: OptimizationConfig, modules: Mapping[str, nn.Module]) -> Optimizer:
     """The configured optimiser over the trainable parameters of ``modules``."""
-    optimizer_class, extra_options = OPTIMIZERS[cfg.optimizer.lower()]
+    name = cfg.optimizer.lower()
+    if name == "adamw" and cfg.weight_decay:
+        logger.warning(
+            "training.optimization.optimizer: adamw trains as the original release does, "
+            "with torch.optim.Adam (weight decay %g added to the gradients); set "
+            "adamw_decoupled for torch.optim.AdamW's decoupled weight decay",
+            cfg.weight_decay,
+        )
+    optimizer_class, extra_options = OPTIMIZERS[name]
     groups = parameter_groups(cfg, modules)
     options = {
         "lr": cfg.learning_rate["default"],

@@ -50,7 +50,7 @@ from modelling.lateral_fusion import LateralConnection
 from modelling.published_checkpoints import recognition_state_dict, state_dict_problems
 from modelling.s3d_stream import BLOCK_CHANNELS, BLOCK_TIME_STRIDES, S3DStream
 from modelling.two_stream import FeatureLevel, StreamBackbone, length_mask
-from modelling.visual_head import GlossHeadOutput, VisualHead
+from modelling.visual_head import GlossHeadOutput, VisualHead, at_least_float32
 from utils.checkpoints import load_checkpoint, model_state_of
 from utils.config import (
     DistillationTerm,
@@ -489,7 +489,7 @@ def ctc_loss(
 ) -> torch.Tensor:
     """Published CTC: blank 0, summed over the batch then divided by the batch size."""
     loss = F.ctc_loss(
-        head.log_probs.float().transpose(0, 1),  # (T', B, V)
+        at_least_float32(head.log_probs).transpose(0, 1),  # (T', B, V)
         gloss_labels,
         head.lengths,
         gloss_lengths,
@@ -626,7 +626,21 @@ def _stream_section(cfg: RecognitionConfig, stream: str) -> S3DConfig | None:
     return cfg.s3d if stream == "rgb" else cfg.keypoint_s3d
 
 
-def _build_stream(cfg: RecognitionConfig, stream: str, num_keypoints: int) -> S3DStream:
+def frozen_block_mode(cfg: RecognitionConfig, streams: Sequence[str]) -> str:
+    """``frozen_block_mode`` resolved: ``auto`` is the original's choice for the model kind.
+
+    The original's training switch puts only the frozen blocks of single-stream backbones
+    back into eval mode; its TwoStream backbone registers none, so there the frozen RGB
+    block trains its BatchNorm statistics (see :data:`utils.config.FROZEN_BLOCK_MODES`).
+    """
+    if cfg.frozen_block_mode != "auto":
+        return cfg.frozen_block_mode
+    return "train" if len(streams) > 1 else "eval"
+
+
+def _build_stream(
+    cfg: RecognitionConfig, stream: str, num_keypoints: int, frozen_mode: str
+) -> S3DStream:
     section = _stream_section(cfg, stream)
     key = f"{CFG}.{'s3d' if stream == 'rgb' else 'keypoint_s3d'}"
     if section is None:
@@ -644,6 +658,7 @@ def _build_stream(cfg: RecognitionConfig, stream: str, num_keypoints: int) -> S3
         section.use_block,
         section.freeze_block,
         activation_checkpointing=cfg.activation_checkpointing,
+        frozen_mode=frozen_mode,
     )
     if section.pretrained_path is not None:
         module.load_published(section.pretrained_path)
@@ -653,7 +668,8 @@ def _build_stream(cfg: RecognitionConfig, stream: str, num_keypoints: int) -> S3
 def _build_backbone(
     cfg: RecognitionConfig, streams: Sequence[str], method: FuseMethod, num_keypoints: int
 ) -> StreamBackbone:
-    modules = {s: _build_stream(cfg, s, num_keypoints) for s in streams}
+    mode = frozen_block_mode(cfg, streams)
+    modules = {s: _build_stream(cfg, s, num_keypoints, mode) for s in streams}
     levels: dict[str, int] = {}
     for s in streams:
         if cfg.pyramid.uses_heads(s):

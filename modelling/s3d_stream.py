@@ -99,7 +99,12 @@ class S3DStream(nn.Module):
     Args:
         in_channels: 3 for RGB; the number of keypoints for heatmaps (new first conv).
         use_block: how many blocks to keep (1..4).
-        freeze_block: blocks ``1..freeze_block`` get no gradient and stay in eval mode.
+        freeze_block: blocks ``1..freeze_block`` get no gradient.
+        frozen_mode: ``'eval'``: the frozen blocks stay in eval mode (their BatchNorms use and
+            keep the running statistics); ``'train'``: they follow the stream's mode, so in
+            training their BatchNorms normalise with batch statistics and update the running
+            ones, as the original TwoStream network does (see
+            :data:`utils.config.FROZEN_BLOCK_MODES`).
         activation_checkpointing: recompute the trainable blocks' activations in backward.
     """
 
@@ -109,8 +114,11 @@ class S3DStream(nn.Module):
         use_block: int = 4,
         freeze_block: int = 0,
         activation_checkpointing: bool = False,
+        frozen_mode: str = "eval",
     ) -> None:
         super().__init__()
+        if frozen_mode not in ("eval", "train"):
+            raise ValueError(f"frozen_mode must be 'eval' or 'train', got {frozen_mode!r}")
         if not 1 <= use_block <= len(BLOCK_END_INDICES):
             raise ValueError(f"use_block must be 1..4, got {use_block}")
         if not 0 <= freeze_block <= use_block:
@@ -130,6 +138,7 @@ class S3DStream(nn.Module):
         self.in_channels = in_channels
         self.use_block = use_block
         self.freeze_block = freeze_block
+        self.frozen_mode = frozen_mode
         self.activation_checkpointing = activation_checkpointing
         for param in self._frozen_layers().parameters():
             param.requires_grad = False
@@ -150,9 +159,10 @@ class S3DStream(nn.Module):
         return self.features[start : BLOCK_END_INDICES[block - 1] + 1]
 
     def train(self, mode: bool = True) -> S3DStream:
-        """Switch modes, except that frozen blocks always stay in eval mode."""
+        """Switch modes; frozen blocks stay in eval mode unless ``frozen_mode`` is 'train'."""
         super().train(mode)
-        self._frozen_layers().eval()
+        if self.frozen_mode == "eval":
+            self._frozen_layers().eval()
         return self
 
     def forward_block(self, x: torch.Tensor, block: int) -> torch.Tensor:

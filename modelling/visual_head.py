@@ -8,6 +8,7 @@ its statistics); in evaluation it applies the running statistics everywhere.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,8 +27,8 @@ class GlossHeadOutput:
     """What a head (or an ensemble of heads) predicts for a batch."""
 
     logits: torch.Tensor  # (B, T', V)
-    log_probs: torch.Tensor  # (B, T', V) float32, log_softmax of the logits
-    probs: torch.Tensor  # (B, T', V) float32
+    log_probs: torch.Tensor  # (B, T', V) float32 (float64 networks: float64), log_softmax
+    probs: torch.Tensor  # (B, T', V) float32 (float64 networks: float64)
     lengths: torch.Tensor  # (B,) valid steps
     feature: torch.Tensor | None = None  # (B, T', hidden) gloss feature; None for ensembles
 
@@ -66,8 +67,26 @@ class PositionalEncoding(nn.Module):
         return x + self.pe[: x.shape[1]]
 
 
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 when it is narrower (bf16 / fp16 autocast), else as it is (float64).
+
+    Softmax and CTC need float32 under autocast; a float64 network (the comparison with the
+    original's float64 gradients) keeps float64.
+    """
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def sinusoid_table(max_len: int, size: int) -> torch.Tensor:
-    """``(max_len, size)``: sin on even channels, cos on odd ones (float32, as published)."""
+    """``(max_len, size)``: sin on even channels, cos on odd ones (float32, as published).
+
+    A fresh copy of a cached table: every head and every published checkpoint check needs
+    the same few tables, each a second of sin/cos on two cores.
+    """
+    return _sinusoid_table(max_len, size).clone()
+
+
+@functools.lru_cache(maxsize=8)
+def _sinusoid_table(max_len: int, size: int) -> torch.Tensor:
     position = torch.arange(max_len, dtype=torch.float32)[:, None]
     frequency = torch.exp(
         torch.arange(0, size, 2, dtype=torch.float32) * -(math.log(10000.0) / size)
@@ -182,10 +201,11 @@ class VisualHead(nn.Module):
         else:
             feature = self.encode(x, mask)
         logits = self.classifier(feature)
+        wide = at_least_float32(logits)
         return GlossHeadOutput(
             logits=logits,
-            log_probs=logits.float().log_softmax(-1),
-            probs=logits.float().softmax(-1),
+            log_probs=wide.log_softmax(-1),
+            probs=wide.softmax(-1),
             lengths=lengths,
             feature=feature,
         )

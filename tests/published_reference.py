@@ -33,6 +33,14 @@ SUMMARY_COLUMNS = (0, 1, 2, 3, 100, 257, 512, 777, 1000, 1123)
 INPUT_SEED = 20221128
 TRANSPOSED_CONV_MARKERS = ("conv_trans", "rgb_stream_lateral")  # ConvTranspose3d weights
 
+# training.optimization of the published Phoenix-2014T S2G configs
+PUBLISHED_OPTIMIZATION = {
+    "optimizer": "Adam",
+    "betas": [0.9, 0.998],
+    "weight_decay": 1.0e-3,
+    "scheduler": "cosineannealing",
+    "t_max": 40,
+}
 _KEYPOINT_PARTS = ["pose", "mouth_half", "hand", "face_others_1_3"]  # 79 points
 _VISUAL_HEAD = {
     "input_size": 832,
@@ -116,7 +124,7 @@ def config_dict(model: str, gloss2id_file: str = "gloss2ids.pkl") -> dict:
         "model": {"RecognitionNetwork": recognition},
         "training": {
             "model_dir": "unused",
-            "optimization": {"optimizer": "Adam", "learning_rate": {"default": 1.0e-3}},
+            "optimization": dict(PUBLISHED_OPTIMIZATION, learning_rate={"default": 1.0e-3}),
         },
     }
 
@@ -195,3 +203,60 @@ def summarise(log_probs: torch.Tensor) -> dict[str, torch.Tensor]:
         "argmax": log_probs.argmax(-1),
         "centroid": (probs * positions).sum(-1).float(),
     }
+
+
+# -- training step (tests/test_published_train_step.py) --------------------------------------
+TRAIN_STEP_SEED = 20221207
+TRAIN_STEP_SIZES = {"rgb": 32, "keypoint": 16}  # S3D input sides; the networks do not depend
+# on them (preprocessing is not under test here) and small ones keep the float64 step quick
+
+
+def train_step_config(model: str, gloss2id_file: str = "gloss2ids.pkl") -> dict:
+    """:func:`config_dict` with smaller heads and lateral kernels, for the training step.
+
+    Both implementations take these sizes from the config; the published ones (hidden 512,
+    feed-forward 2048, laterals 7x3x3) make a 105M-parameter TwoStream network whose float64
+    step takes a minute on two cores. The asymmetric kernel keeps every padding rule at work.
+    """
+    cfg = config_dict(model, gloss2id_file)
+    recognition = cfg["model"]["RecognitionNetwork"]
+    recognition["visual_head"] = dict(recognition["visual_head"], hidden_size=64, ff_size=128)
+    if "lateral" in recognition:
+        recognition["lateral"]["kernel_size"] = [3, 1, 3]
+    return cfg
+
+
+def synthetic_stream_inputs(dtype: torch.dtype = torch.float64) -> dict[str, torch.Tensor]:
+    """Fixed S3D inputs for the training-step comparison, as preprocessing would hand them on.
+
+    ``rgb`` ``(B, 3, T, 32, 32)`` and ``keypoint`` ``(B, K, T, 16, 16)`` (the sides of
+    :data:`TRAIN_STEP_SIZES`) in the normalised range [-1, 1]. The training step is compared from the
+    S3D inputs on: augmentation draws random crops, which two implementations cannot share,
+    and the preprocessing itself is what the forward fixture compares.
+    """
+    rng = np.random.RandomState(TRAIN_STEP_SEED)
+    batch = len(CLIP_LENGTHS)
+    side, map_side = TRAIN_STEP_SIZES["rgb"], TRAIN_STEP_SIZES["keypoint"]
+    rgb = rng.uniform(-1, 1, size=(batch, 3, NUM_FRAMES, side, side))
+    maps = rng.uniform(0, 1, size=(batch, NUM_KEYPOINTS, NUM_FRAMES, map_side, map_side))
+    return {
+        "rgb": torch.from_numpy(rgb).to(dtype),
+        "keypoint": torch.from_numpy(maps**4 * 2 - 1).to(dtype),  # mostly dark, like heatmaps
+    }
+
+
+def fingerprint(x: torch.Tensor) -> torch.Tensor:
+    """Eight float64 numbers that move with any change of ``x``: its norm, its sum, two dot
+    products with fixed oscillating weights and the sums of four consecutive chunks."""
+    flat = x.detach().double().reshape(-1)
+    index = torch.arange(flat.numel(), dtype=torch.float64)
+    chunks = [c.sum() for c in torch.tensor_split(flat, 4)]
+    return torch.stack(
+        [
+            flat.norm(),
+            flat.sum(),
+            (flat * torch.cos(0.37 * index)).sum(),
+            (flat * torch.sin(1.3 * index + 0.5)).sum(),
+            *chunks,
+        ]
+    )

@@ -261,7 +261,7 @@ def test_every_problem_is_reported_at_once():
         ("betas", [0.9, 1.5], "betas: expected two values in [0, 1)"),
         ("eps", 0, "eps: expected a positive value"),
         ("clip_grad_norm", -1, "clip_grad_norm: expected a positive value"),
-        ("optimizer", "lion", "optimizer: expected one of adam, adamw, sgd"),
+        ("optimizer", "lion", "optimizer: expected one of adam, adamw, adamw_decoupled, sgd"),
     ],
 )
 def test_optimisation_values_are_checked(key: str, value, message: str):

@@ -77,3 +77,16 @@ def test_every_optimizer_name_the_config_accepts_builds():
         optimizer = build_optimizer(cfg, {"recognition": model})
         assert isinstance(optimizer, OPTIMIZERS[name][0])
         assert optimizer.param_groups[0]["lr"] == 0.1
+
+
+def test_adamw_is_the_original_releases_adam_and_decoupled_decay_has_its_own_name(caplog):
+    model = nn.Linear(2, 2)
+    cfg = OptimizationConfig(learning_rate={"default": 0.1}, optimizer="AdamW", weight_decay=0.1)
+    with caplog.at_level("WARNING"):
+        optimizer = build_optimizer(cfg, {"recognition": model})
+    assert type(optimizer) is torch.optim.Adam
+    assert "adamw_decoupled" in caplog.text
+    decoupled = OptimizationConfig(
+        learning_rate={"default": 0.1}, optimizer="adamw_decoupled", weight_decay=0.1
+    )
+    assert type(build_optimizer(decoupled, {"recognition": model})) is torch.optim.AdamW

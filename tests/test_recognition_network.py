@@ -262,7 +262,8 @@ def test_frozen_blocks_stay_frozen_in_the_network(two_stream: RecognitionNetwork
     two_stream.zero_grad()
     rgb_block1 = two_stream.backbone.streams["rgb"].block_layers(1)
     keypoint_block1 = two_stream.backbone.streams["keypoint"].block_layers(1)
-    assert not any(m.training for layer in rgb_block1 for m in layer.modules())
+    # TwoStream default (frozen_block_mode auto): the frozen block follows the training mode
+    assert all(m.training for layer in rgb_block1 for m in layer.modules())
     assert all(m.training for layer in keypoint_block1 for m in layer.modules())
     two_stream(**batch(STREAMS), generator=0).total_loss.backward()
     assert all(p.grad is None and not p.requires_grad for p in rgb_block1.parameters())
@@ -502,3 +503,28 @@ def test_preprocessing_renders_the_published_heatmaps_into_the_crop(
     torch.testing.assert_close(got["keypoint"], expected[1], atol=1e-6, rtol=0)
     if rgb is not None:
         assert torch.equal(got["rgb"], expected[0])
+
+
+@pytest.mark.parametrize(
+    ("streams", "setting", "expected"),
+    [
+        (("rgb",), "auto", "eval"),
+        (("keypoint", "rgb"), "auto", "train"),
+        (("keypoint", "rgb"), "eval", "eval"),
+        (("rgb",), "train", "train"),
+    ],
+)
+def test_frozen_block_mode_auto_is_the_originals_choice_per_model_kind(streams, setting, expected):
+    network = build(tiny_config(streams, frozen_block_mode=setting)).train()
+    rgb = network.backbone.streams["rgb"]
+    assert rgb.frozen_mode == expected
+    first_block_norms = [
+        m for m in rgb.block_layers(1).modules() if isinstance(m, torch.nn.BatchNorm3d)
+    ]
+    assert first_block_norms and all(m.training == (expected == "train") for m in first_block_norms)
+    assert not any(p.requires_grad for p in rgb.block_layers(1).parameters())
+
+
+def test_frozen_block_mode_rejects_unknown_values():
+    with pytest.raises(ConfigurationError, match="frozen_block_mode"):
+        tiny_config(("rgb",), frozen_block_mode="batch")

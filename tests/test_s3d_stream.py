@@ -71,6 +71,26 @@ def test_frozen_blocks_get_no_gradient_and_stay_in_eval_mode() -> None:
     assert torch.equal(_norms(frozen)[0].running_mean, running_mean)
 
 
+def test_frozen_blocks_in_train_mode_use_batch_statistics_but_get_no_gradient() -> None:
+    stream = S3DStream(use_block=2, freeze_block=1, frozen_mode="train")
+    stream.train()
+    frozen = stream.block_layers(1)
+    assert all(m.training for layer in frozen for m in layer.modules())
+    norm = _norms(frozen)[0]
+    running_mean = norm.running_mean.clone()
+    stream(torch.randn(2, *CLIP[1:]))[-1].sum().backward()
+    assert all(p.grad is None for p in frozen.parameters())
+    assert not torch.equal(norm.running_mean, running_mean)  # momentum 1e-3 step taken
+    assert int(norm.num_batches_tracked) == 1
+    stream.eval()
+    assert not any(m.training for m in stream.modules())
+
+
+def test_unknown_frozen_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="frozen_mode"):
+        S3DStream(use_block=2, freeze_block=1, frozen_mode="batch")
+
+
 def test_activation_checkpointing_matches_plain_training_step() -> None:
     plain = S3DStream(use_block=2, freeze_block=1).train()
     checkpointed = S3DStream(use_block=2, freeze_block=1, activation_checkpointing=True).train()

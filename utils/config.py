@@ -31,7 +31,15 @@ from utils.errors import ConfigurationError
 LEARNING_RATE_GROUPS = ("default", "recognition", "mapper", "translation")
 ZIP_FRAME_LAYOUTS = ("phoenix-2014t", "phoenix-2014", "csl-daily")
 """Frame layouts stored in one zip file (``data.zip_file``); the others read paths."""
-OPTIMIZER_NAMES = ("adam", "adamw", "sgd")
+OPTIMIZER_NAMES = ("adam", "adamw", "adamw_decoupled", "sgd")
+FROZEN_BLOCK_MODES = ("auto", "eval", "train")
+"""``model.RecognitionNetwork.frozen_block_mode``: how the frozen S3D blocks run in training.
+
+``eval`` keeps them in eval mode (BatchNorm uses its running statistics); ``train`` lets them
+follow the network's mode (BatchNorm normalises with batch statistics and updates its running
+ones, though the weights get no gradient); ``auto`` is what the original release does for the
+model kind: ``train`` for the TwoStream network (its training switch re-enabled the frozen RGB
+block), ``eval`` for a single stream."""
 DISTILLATION_TEACHERS = ("rgb", "keypoint", "fuse", "ensemble_last", "ensemble_early")
 DISTILLATION_STUDENTS = ("rgb", "keypoint", "fuse", "auxes")
 GLOSS_FEATURE_PATTERN = re.compile(r"^(?:(rgb|keypoint|fuse)_)?gloss_(feature|probabilities)$")
@@ -377,6 +385,7 @@ class RecognitionConfig:
     gloss_feature_ensemble: str | None = None
     preprocess_chunksize: int = 16
     freeze: bool = False
+    frozen_block_mode: Literal["auto", "eval", "train"] = "auto"  # new: FROZEN_BLOCK_MODES
     activation_checkpointing: bool = False  # new: recompute stream activations in backward
     # new: BatchNorm momentum of the S3D streams and pyramids. The published 0.001 suits
     # fine-tuning pretrained S3D; from scratch, ~0.1 lets the running statistics (used in
