@@ -22,9 +22,10 @@ from pathlib import Path
 
 from engine.experiment import build_task_model, build_vocabularies, load_model_weights
 from engine.inference import predict_splits
+from engine.run_folder import load_stage_config
 from utils.checkpoints import best_checkpoint
 from utils.cli import add_override_argument, run_command
-from utils.config import check_files, load_config
+from utils.config import check_files
 from utils.distributed import init_distributed
 from utils.errors import ConfigurationError
 from utils.logs import setup_logging
@@ -74,7 +75,7 @@ def official_stm_files(values: list[str], splits: list[str], dataset_name: str) 
 
 
 def run(args: argparse.Namespace) -> dict:
-    cfg = load_config(args.config, args.override)
+    cfg = load_stage_config(args.config, args.override)  # a moved run's inference.yaml too
     if args.save_logits and cfg.task != "S2G":
         raise ConfigurationError(
             f"--save-logits: writes gloss log-probabilities of sign-to-gloss models; "

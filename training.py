@@ -25,6 +25,7 @@ from engine.experiment import (
     load_model_weights,
 )
 from engine.inference import evaluate_loader, predict_splits, split_loader
+from engine.run_folder import write_inference_config
 from engine.task_data import build_dataset, build_loader
 from engine.trainer import Trainer
 from utils.checkpoints import CHECKPOINT_FOLDER
@@ -101,6 +102,7 @@ def run(args: argparse.Namespace) -> None:
     vocabs, model = build_model(cfg, model_dir, ctx)
     if ctx.is_main:
         dump_config(cfg, model_dir / "config.yaml")
+        write_inference_config(cfg, vocabs, model_dir)  # the stage travels (run_folder.py)
     train_set = build_dataset(cfg, "train", vocabs, is_train=True)
     train_loader, sampler = build_loader(
         train_set,

@@ -6,7 +6,9 @@
 
 Models: a run folder of the staged schedule (stages found by name: ``s2g``, ``g2t``,
 ``s2t_video``/``keypoint``/``joint`` + ``s2t_ensemble``; ``--pipeline`` picks glosses, g2t or
-s2t, default the most complete one there), or explicit ``CONFIG[:CHECKPOINT]`` pairs
+s2t, default the most complete one there; the folder may have moved: each stage reads its
+``inference.yaml``), an archive of one (``scripts/pack_run.py pack``: unpacked, verified,
+into a temporary folder), or explicit ``CONFIG[:CHECKPOINT]`` pairs
 (checkpoint default: the config's ``<model_dir>/ckpts/best.ckpt``). Inputs: video files
 (mp4, avi, mov, webm, ... via OpenCV) or folders of frames (``--fps``). Keypoints, when the
 model reads them: ``--keypoints FILE.pkl`` (entries named by the input's stem, one per source
@@ -20,6 +22,7 @@ thumbnails); ``--overlay`` an mp4 with the keypoints and running subtitles.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -30,6 +33,7 @@ import torch
 
 from dataset.annotations import Sample
 from dataset.frames import FolderFrameReader, VideoFrameReader
+from engine.run_folder import open_run
 from engine.video_inference import (
     PIPELINES,
     Pipeline,
@@ -54,7 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("inputs", nargs="+", type=Path, help="video files or frame folders")
-    parser.add_argument("--run", type=Path, help="a run folder of scripts/run_schedule.sh")
+    parser.add_argument(
+        "--run", type=Path, help="a run folder of scripts/run_schedule.sh, or its packed archive"
+    )
     parser.add_argument("--pipeline", default="auto", choices=PIPELINES)
     parser.add_argument("--s2g", help="CONFIG[:CHECKPOINT] of the sign-to-gloss model")
     parser.add_argument("--g2t", help="CONFIG[:CHECKPOINT] of a gloss-to-text model")
@@ -74,11 +80,12 @@ def _pair(text: str) -> tuple[Path, Path | None]:
     return Path(config), Path(checkpoint) if checkpoint else None
 
 
-def build_pipeline(args: argparse.Namespace, device: torch.device) -> Pipeline:
-    if args.run is not None:
+def build_pipeline(args: argparse.Namespace, device: torch.device, run: Path | None) -> Pipeline:
+    """The models of ``run`` (the folder of ``--run``, unpacked if an archive) or of the pairs."""
+    if run is not None:
         if args.s2g:
             raise ConfigurationError("give --run or --s2g (with --g2t / --s2t), not both")
-        return load_run(args.run, device, args.pipeline)
+        return load_run(run, device, args.pipeline)
     if not args.s2g:
         raise ConfigurationError("give the models: --run RUN_FOLDER or --s2g CONFIG[:CHECKPOINT]")
     s2g = load_stage("s2g", *_pair(args.s2g), device)
@@ -108,16 +115,30 @@ def read_input(path: Path, fps: float | None) -> tuple[np.ndarray, float]:
 
 
 def keypoint_source(args: argparse.Namespace, path: Path):
-    """The input's keypoints from ``--keypoints``, or a function running MediaPipe on frames."""
+    """The input's keypoints from ``--keypoints`` (as stored: translate_clip checks them), or
+    a function running MediaPipe on the frames."""
     if args.keypoints is not None:
         entries = read_pickle(
             args.keypoints, "keypoint file", "a dict name -> {'keypoints': ...}", dict
         )
         if path.stem not in entries:
             raise DataError(f"keypoint file {args.keypoints} has no entry '{path.stem}' for {path}")
-        return np.asarray(entries[path.stem]["keypoints"], dtype=np.float32)
+        entry = entries[path.stem]
+        if not isinstance(entry, dict) or "keypoints" not in entry:
+            raise DataError(
+                f"keypoint file {args.keypoints}, clip '{path.stem}': expected a dict with a "
+                "'keypoints' array (T, 133, 3)"
+            )
+        return entry["keypoints"]
     estimator = build_estimator("mediapipe")
     return lambda frames: keypoints_of_frames(estimator, frames)[0]
+
+
+def keypoint_origin(args: argparse.Namespace, path: Path) -> str:
+    """Where the input's keypoints come from, for messages and the JSON output."""
+    if args.keypoints is not None:
+        return f"keypoint file {args.keypoints}, clip '{path.stem}'"
+    return f"MediaPipe Holistic on {path}"
 
 
 def report(result, path: Path) -> None:
@@ -147,13 +168,16 @@ def run(args: argparse.Namespace) -> None:
     if args.overlay is not None and len(args.inputs) > 1:
         raise ConfigurationError("--overlay writes one video: give one input")
     device = select_device(args.device)
-    pipeline = build_pipeline(args, device)
+    with open_run(args.run) if args.run is not None else contextlib.nullcontext() as run:
+        pipeline = build_pipeline(args, device, run)
     for path in args.inputs:
         frames, fps = read_input(path, args.fps)
-        result = translate_clip(
-            pipeline, frames, fps, device, keypoint_source(args, path) if _reads_keypoints(pipeline) else None,
-            {"path": str(path)}, args.beam,
-        )  # fmt: skip
+        source = {"path": str(path)}
+        keypoints = None
+        if _reads_keypoints(pipeline):
+            keypoints = keypoint_source(args, path)
+            source["keypoints"] = keypoint_origin(args, path)
+        result = translate_clip(pipeline, frames, fps, device, keypoints, source, args.beam)
         report(result, path)
         json_path, png_path = outputs_for(args, path)
         if json_path is not None:

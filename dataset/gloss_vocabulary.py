@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from utils.errors import ConfigurationError, DataError
-from utils.files import read_pickle
+from utils.files import read_json, read_pickle
 
 BLANK_ID = 0
 """The CTC blank id: the vocabulary's silence token (``<s>`` or ``<si>``) must have it."""
@@ -66,9 +66,13 @@ class GlossVocabulary:
 
     @classmethod
     def from_file(cls, path: str | Path, lower_case: bool = True) -> GlossVocabulary:
-        """Read a pickled ``dict[str, int]`` (``gloss2ids.pkl``)."""
+        """Read a pickled ``dict[str, int]`` (``gloss2ids.pkl``), or the same as a JSON object
+        (``gloss2ids.json``: what run folders and packed runs keep)."""
         path = Path(path)
-        mapping = read_pickle(path, "gloss vocabulary", "a pickled dict gloss -> id", Mapping)
+        if path.suffix == ".json":
+            mapping = read_json(path, "gloss vocabulary", "a JSON object gloss -> id", dict)
+        else:
+            mapping = read_pickle(path, "gloss vocabulary", "a pickled dict gloss -> id", Mapping)
         return cls(mapping, lower_case=lower_case, source=str(path))
 
     @classmethod

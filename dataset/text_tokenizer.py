@@ -30,7 +30,7 @@ import torch
 from dataset.gloss_vocabulary import SPECIAL_TOKENS
 from utils.config import TextTokenizerConfig
 from utils.errors import ConfigurationError, DataError
-from utils.files import atomic_write_bytes, read_pickle
+from utils.files import atomic_write_bytes, read_json, read_pickle
 
 logger = logging.getLogger(__name__)
 
@@ -154,8 +154,15 @@ def _saved_normalizer(directory: Path):
 
 
 def load_id_map(path: str | Path) -> dict[int, int]:
-    """Read a pickled ``dict`` full-vocabulary id -> pruned id (``map_ids.pkl``)."""
+    """Read a pickled ``dict`` full-vocabulary id -> pruned id (``map_ids.pkl``), or the same
+    as a JSON object with the old ids as keys (``map_ids.json``, what packed runs keep)."""
     path = Path(path)
+    if path.suffix == ".json":
+        table = read_json(path, "pruned-vocabulary map", "a JSON object old id -> new id", dict)
+        try:
+            return {int(k): int(v) for k, v in table.items()}
+        except (TypeError, ValueError) as error:
+            raise DataError(f"{path}: expected a JSON object old id -> new id ({error})") from error
     mapping = read_pickle(path, "pruned-vocabulary map", "a pickled dict old id -> new id", Mapping)
     if not isinstance(mapping, Mapping) or not all(
         isinstance(k, int) and isinstance(v, int) for k, v in mapping.items()

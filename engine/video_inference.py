@@ -1,7 +1,8 @@
 """One video in, glosses with their time spans and a translation out (``translate.py``).
 
-A :class:`Pipeline` holds the trained models of a schedule's run folder (found by stage name)
-or of explicit config + checkpoint pairs: the sign-to-gloss model alone (glosses), with the
+A :class:`Pipeline` holds the trained models of a schedule's run folder (found by stage name;
+each stage read from its ``inference.yaml``, so that a run folder copied elsewhere works,
+:mod:`engine.run_folder`) or of explicit config + checkpoint pairs: the sign-to-gloss model alone (glosses), with the
 gloss-to-text model (glosses, then text), or with the sign-to-text networks and their
 multi-source ensemble (the published translation).
 
@@ -36,12 +37,13 @@ from torch import nn
 
 from dataset.batching import PaddedFeatures
 from dataset.frames import CslTransform, FrameFit
-from dataset.keypoints import keypoint_indices
+from dataset.keypoints import check_keypoints, keypoint_indices
 from engine.experiment import build_task_model, build_vocabularies, load_model_weights
+from engine.run_folder import INFERENCE_STAGES, load_stage_config, stage_source
 from engine.task_data import Vocabularies, frame_rate_of, frame_size_of
 from modelling.ctc_decoding import ctc_decode_scores, ctc_forced_alignment
-from utils.checkpoints import best_checkpoint
-from utils.config import Config, load_config
+from utils.checkpoints import PACKED_WEIGHTS, best_checkpoint
+from utils.config import Config
 from utils.distributed import move_to_device
 from utils.errors import ConfigurationError, DataError
 
@@ -66,8 +68,11 @@ class StageModel:
 def load_stage(
     name: str, config: Path, checkpoint: Path | None, device: torch.device
 ) -> StageModel:
-    """The model of ``config`` with the weights of ``checkpoint`` (default: its best one)."""
-    cfg = load_config(config)
+    """The model of ``config`` with the weights of ``checkpoint`` (default: its best one).
+
+    A stage's ``inference.yaml`` reads its files from its own folder (a run that moved).
+    """
+    cfg = load_stage_config(config)
     vocabs = build_vocabularies(cfg, Path(cfg.training.model_dir), save=False)
     model = build_task_model(cfg, vocabs)
     if cfg.task != "S2T_Ensemble":
@@ -95,14 +100,6 @@ class Pipeline:
         return "S2G + G2T" if self.g2t is not None else "S2G"
 
 
-def stage_config(run: Path, stage: str) -> Path | None:
-    """A stage's config in a schedule's run folder: ``configs/<stage>.yaml`` or its own."""
-    for path in (run / "configs" / f"{stage}.yaml", run / stage / "config.yaml"):
-        if path.is_file():
-            return path
-    return None
-
-
 def load_run(run: str | Path, device: torch.device, pipeline: str = "auto") -> Pipeline:
     """The models of a run folder of the staged schedule, found by stage name.
 
@@ -117,14 +114,15 @@ def load_run(run: str | Path, device: torch.device, pipeline: str = "auto") -> P
     run = Path(run)
     if not run.is_dir():
         raise DataError(f"run folder {run} does not exist")
-    found = {s: stage_config(run, s) for s in ("s2g", "g2t", *S2T_STAGES, "s2t_ensemble")}
+    found = {s: stage_source(run, s) for s in INFERENCE_STAGES}
     wanted = _wanted_stages(pipeline, found)
     missing = [s for s in wanted if found[s] is None or not _has_weights(run, s)]
     if missing:
         present = sorted(s for s, path in found.items() if path is not None)
         raise DataError(
             f"run folder {run}: no trained stage {', '.join(missing)} (a config and "
-            f"{missing[0]}/ckpts/best.ckpt); it holds {', '.join(present) or 'no stage'}"
+            f"{missing[0]}/ckpts/best.ckpt or {missing[0]}/{PACKED_WEIGHTS}); it holds "
+            f"{', '.join(present) or 'no stage'}"
         )
     models = {s: load_stage(s, found[s], None, device) for s in wanted}
     s2g = models["s2g"]
@@ -151,7 +149,7 @@ def _wanted_stages(pipeline: str, found: dict[str, Path | None]) -> list[str]:
 
 
 def _has_weights(run: Path, stage: str) -> bool:
-    return stage == "s2t_ensemble" or (run / stage / "ckpts" / "best.ckpt").is_file()
+    return stage == "s2t_ensemble" or best_checkpoint(run / stage).is_file()
 
 
 def reported_head(results: Path, s2g: StageModel) -> str:
@@ -233,6 +231,22 @@ def prepare_clip(
         **(source or {}),
     }
     return Clip(fitted, points, keep / source_fps, keep, info)
+
+
+def checked_keypoints(
+    points: np.ndarray, frames: np.ndarray, cfg: Config, source: dict[str, Any]
+) -> np.ndarray:
+    """The clip's keypoints ``(N, 133, 3)`` checked against its frames (the rules of
+    :func:`dataset.keypoints.check_keypoints`); what was filled in is logged and added to
+    ``source`` (``keypoints_filled_in``)."""
+    where = source.get("keypoints") or f"the keypoints of {source.get('path', 'the clip')}"
+    points, repair = check_keypoints(
+        points, where, tuple(frames.shape[1:3]), keypoint_indices(cfg.data.use_keypoints)
+    )
+    if repair.repaired:
+        logger.warning("%s: %s", where, repair.describe())
+        source["keypoints_filled_in"] = repair.describe()
+    return points
 
 
 # -- recognition ---------------------------------------------------------------------------
@@ -448,10 +462,12 @@ def translate_clip(
     started = time.perf_counter()
     needs_keypoints = "keypoint" in pipeline.s2g.cfg.data.input_streams
     points = None
+    source = dict(source or {})
     if needs_keypoints:
         points = keypoints(frames) if callable(keypoints) else keypoints
         if points is None:
             raise DataError("the S2G model reads keypoints: give a keypoint file or an estimator")
+        points = checked_keypoints(points, frames, pipeline.s2g.cfg, source)
     timings["keypoints"] = time.perf_counter() - started
     clip = prepare_clip(frames, fps, pipeline.s2g.cfg, points, source)
     minimum = pipeline.s2g.cfg.data.min_num_frames

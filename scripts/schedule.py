@@ -9,7 +9,8 @@ when its outputs exist (``results.json`` of a training stage, the feature files 
 extraction), so an interrupted schedule continues where it stopped.
 
 Stages pass results to each other through the paths in the configs
-(``experiments/outputs/<dataset>/<stage>/…``). ``--output-root`` / ``--data-root`` move
+(``experiments/outputs/<dataset>/<stage>/…``); every stage that inference uses also gets an
+``inference.yaml`` (engine/run_folder.py), so that the run folder works moved elsewhere. ``--output-root`` / ``--data-root`` move
 those folders: every config is copied with the path prefixes replaced, into
 ``<output-root>/configs/``.
 """
@@ -37,6 +38,7 @@ from dataset.annotations import load_annotations  # noqa: E402
 from dataset.frames import ZipFrameReader, phoenix2014t_member  # noqa: E402
 from dataset.synthetic import ensure_demo_dataset  # noqa: E402
 from engine.evaluation import format_table  # noqa: E402
+from engine.run_folder import make_portable  # noqa: E402
 from utils.cli import add_override_argument  # noqa: E402
 from utils.config import head_input_name  # noqa: E402
 from utils.files import atomic_pickle, read_pickle  # noqa: E402
@@ -225,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         if subprocess.run(cmd, check=False).returncode != 0:
             print(f"[schedule] stage {stage.name} ({stage.kind}) failed", file=sys.stderr)
             return 1
+        if stage.kind == "predict":  # the trained stages wrote theirs (training.py)
+            make_portable(config, output_root / stage.name)
         print(
             f"[schedule] {stage.name} ({stage.kind}) took {time.perf_counter() - stage_started:.0f} s",
             flush=True,

@@ -10,8 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from utils.checkpoints import CheckpointManager, atomic_save, load_checkpoint, model_state_of
+from utils.checkpoints import (
+    CheckpointManager,
+    atomic_save,
+    best_checkpoint,
+    load_checkpoint,
+    model_state_of,
+)
 from utils.errors import CheckpointError
+from utils.files import write_safetensors
 from utils.training_state import capture_rng_state
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -112,3 +119,15 @@ def test_a_training_checkpoint_loads_weights_only(tmp_path: Path):
     loaded = load_checkpoint(atomic_save(state, tmp_path / "step.ckpt"))
     assert loaded["rng_states"][0]["numpy"][0] == "MT19937"
     assert torch.equal(loaded["model_state"]["weight"], model.weight.detach())
+
+
+def test_packed_weights_load_as_a_checkpoint_and_stand_in_for_best(tmp_path: Path):
+    model = torch.nn.Linear(3, 2)
+    stage = tmp_path / "s2g"
+    assert best_checkpoint(stage) == stage / "ckpts" / "best.ckpt"
+    write_safetensors(stage / "model.safetensors", model.state_dict())
+    assert best_checkpoint(stage) == stage / "model.safetensors"  # an unpacked run
+    state = model_state_of(load_checkpoint(best_checkpoint(stage)), stage)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    atomic_save({"model_state": model.state_dict()}, stage / "ckpts" / "best.ckpt")
+    assert best_checkpoint(stage) == stage / "ckpts" / "best.ckpt"  # a trained run's own

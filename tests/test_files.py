@@ -15,7 +15,10 @@ from utils.files import (
     atomic_write,
     atomic_write_bytes,
     load_torch_file,
+    read_json,
     read_pickle,
+    read_safetensors,
+    write_safetensors,
 )
 
 
@@ -112,3 +115,28 @@ def test_atomic_writes_replace_the_file_whole(tmp_path: Path):
     assert not list(target.parent.glob(".*.tmp"))
     atomic_pickle({"x": [1]}, tmp_path / "p.pkl.gz", compressed=True)
     assert read_pickle(tmp_path / "p.pkl.gz", "f", "d", dict, compressed=True) == {"x": [1]}
+
+
+def test_safetensors_keep_tied_names_once_and_read_without_pickle(tmp_path: Path):
+    shared = torch.arange(12.0).reshape(4, 3)
+    tensors = {"embed": shared, "lm_head": shared, "rows": shared[1:3], "bias": torch.ones(3)}
+    path = write_safetensors(tmp_path / "w.safetensors", tensors, {"stage": "s2g"})
+    back = read_safetensors(path)
+    assert set(back) == set(tensors) and back["embed"] is back["lm_head"]  # stored once
+    for name, tensor in tensors.items():
+        assert torch.equal(back[name], tensor), name
+    assert load_torch_file(path, "weights").keys() == back.keys()  # by its suffix
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(CheckpointError, match=r"w.safetensors: cannot read weights"):
+        read_safetensors(path)
+
+
+def test_json_files_are_read_with_their_kind_checked(tmp_path: Path):
+    path = tmp_path / "v.json"
+    path.write_text('{"a": 1}')
+    assert read_json(path, "vocabulary", "a JSON object", dict) == {"a": 1}
+    with pytest.raises(DataError, match=r"vocabulary .*v.json holds a dict, expected a list"):
+        read_json(path, "vocabulary", "a list", list)
+    path.write_text("{")
+    with pytest.raises(DataError, match=r"cannot read vocabulary .*v.json"):
+        read_json(path, "vocabulary", "a JSON object")

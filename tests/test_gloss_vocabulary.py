@@ -1,3 +1,4 @@
+import json
 import pickle
 from pathlib import Path
 
@@ -78,6 +79,22 @@ def test_file_errors(tmp_path: Path):
         GlossVocabulary.from_file(_write(tmp_path / "list.pkl", ["<s>"]))
     with pytest.raises(DataError, match="without gaps"):
         GlossVocabulary(dict(TOY, wind=20))
+
+
+def test_a_json_vocabulary_reads_as_its_pickle(tmp_path: Path):
+    """What run folders keep (gloss2ids.json), with ids shared as in Phoenix-2014."""
+    shared = dict(TOY, REGEN=4)  # the id of <mask>
+    pickled = GlossVocabulary.from_file(_write(tmp_path / "g.pkl", shared))
+    json_file = tmp_path / "g.json"
+    json_file.write_text(json.dumps(pickled.to_dict()))
+    read = GlossVocabulary.from_file(json_file)
+    assert read.to_dict() == pickled.to_dict() and len(read) == len(pickled)
+    assert [read.id_to_token(i) for i in range(len(read))] == [
+        pickled.id_to_token(i) for i in range(len(pickled))
+    ]
+    json_file.write_text('["<s>"]')
+    with pytest.raises(DataError, match=r"g.json holds a list, expected a JSON object"):
+        GlossVocabulary.from_file(json_file)
 
 
 def test_real_twostream_vocabulary_covers_train_glosses(shared_data_dir: Path):

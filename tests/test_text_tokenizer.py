@@ -1,4 +1,5 @@
 import io
+import json
 import pickle
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from dataset.text_tokenizer import (
     MBartTextTokenizer,
     VocabularyTextTokenizer,
     build_text_tokenizer,
+    load_id_map,
     load_mbart_tokenizer,
 )
 from tests.translation_helpers import SAMPLES, make_pruned_mbart
@@ -109,6 +111,16 @@ def test_special_tokens_must_keep_their_ids(pruned_dir, tmp_path):
         MBartTextTokenizer.from_pretrained(pruned_dir, tmp_path / "missing.pkl", "de_DE")
     with pytest.raises(ConfigurationError, match="language code"):
         MBartTextTokenizer.from_pretrained(pruned_dir, pruned_dir / "map_ids.pkl", "xx_XX")
+
+
+def test_a_json_id_map_reads_as_its_pickle(pruned_dir, tmp_path):
+    """What packed runs keep (map_ids.json: old ids as keys)."""
+    ids = _id_map(pruned_dir)
+    (tmp_path / "map_ids.json").write_text(json.dumps({str(k): v for k, v in ids.items()}))
+    assert load_id_map(tmp_path / "map_ids.json") == ids
+    (tmp_path / "map_ids.json").write_text('{"one": 2}')
+    with pytest.raises(DataError, match="map_ids.json: expected a JSON object old id -> new id"):
+        load_id_map(tmp_path / "map_ids.json")
 
 
 def test_the_sentencepiece_normaliser_is_applied(tmp_path):

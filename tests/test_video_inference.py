@@ -17,6 +17,7 @@ from dataset.synthetic import generate_demo_dataset
 from engine.video_inference import (
     Recognition,
     _join,
+    checked_keypoints,
     load_run,
     prepare_clip,
     resample_indices,
@@ -24,6 +25,7 @@ from engine.video_inference import (
     windows_of,
 )
 from utils.config import config_from_dict
+from utils.errors import DataError
 
 FRAME_SIZE = (260, 210)  # height, width, as Phoenix stores them
 CPU = torch.device("cpu")
@@ -271,3 +273,23 @@ def test_a_config_check_for_own_data(tmp_path):
     raw["data"]["frame_size"] = [0, 10]
     with pytest.raises(Exception, match="data.frame_size: expected a positive"):
         config_from_dict(raw, "x.yaml")
+
+
+def test_keypoints_given_to_translate_are_checked_naming_the_file_and_clip(tmp_path):
+    raw = _s2g_config(tmp_path, tmp_path / "m", 1)
+    raw["data"].update(input_streams=["keypoint"], keypoint_file="k.pkl", use_keypoints=["hand"])
+    raw["data"]["frame_size"] = [64, 64]
+    recognition = raw["model"]["RecognitionNetwork"]
+    recognition.update(keypoint_s3d={"use_block": 2}, s3d=None)
+    recognition["heatmap_cfg"] = {"raw_size": [64, 64], "input_size": 16, "sigma": 1.0}
+    cfg = config_from_dict(raw, "k.yaml")
+    frames = np.zeros((6, 64, 64, 3), np.uint8)
+    points = np.random.default_rng(0).uniform(5, 60, (6, 133, 3)).astype(np.float32)
+    points[2:4, 100, :2] = np.nan  # a left-hand point lost in two frames
+    points[:, 17:23] = np.nan  # the feet, which the model does not read
+    source = {"path": "clip.mp4", "keypoints": "keypoint file k.pkl, clip 'clip'"}
+    checked = checked_keypoints(points, frames, cfg, source)
+    assert np.isfinite(checked).all() and checked.shape == (6, 133, 3)
+    assert source["keypoints_filled_in"].startswith("2 non-finite points in frames 2-3")
+    with pytest.raises(DataError, match=r"keypoint file k.pkl, clip 'clip': 99% .* \(frames 0-5"):
+        checked_keypoints(points * 10, frames, cfg, dict(source))

@@ -2,7 +2,8 @@
 
 Writes are atomic (:func:`utils.files.atomic_write`): a process killed during a save leaves
 the previous checkpoint intact (at worst a stray ``*.tmp`` file that is ignored and cleaned up
-later). Reads never run code from the file (``torch.load(weights_only=True)``).
+later). Reads never run code from the file (``torch.load(weights_only=True)``; ``.safetensors``
+weights of a packed run hold no code at all).
 
 Layout of a run's ``ckpts/`` folder::
 
@@ -22,18 +23,28 @@ from typing import Any
 import torch
 
 from utils.errors import CheckpointError
-from utils.files import TMP_SUFFIX, atomic_write, load_torch_file
+from utils.files import (
+    SAFETENSORS_SUFFIX,
+    TMP_SUFFIX,
+    atomic_write,
+    load_torch_file,
+    read_safetensors,
+)
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)\.ckpt$")
 BEST_NAME = "best.ckpt"
 CHECKPOINT_FOLDER = "ckpts"
+PACKED_WEIGHTS = "model.safetensors"  # a packed stage's weights (scripts/pack_run.py)
 
 
 def best_checkpoint(model_dir: str | Path) -> Path:
-    """Where a run keeps its best checkpoint: ``<model_dir>/ckpts/best.ckpt``."""
-    return Path(model_dir) / CHECKPOINT_FOLDER / BEST_NAME
+    """Where a run keeps its best weights: ``<model_dir>/ckpts/best.ckpt``, or, in a run
+    unpacked from an archive (no ``ckpts/``), its ``<model_dir>/model.safetensors``."""
+    best = Path(model_dir) / CHECKPOINT_FOLDER / BEST_NAME
+    packed = Path(model_dir) / PACKED_WEIGHTS
+    return packed if packed.is_file() and not best.is_file() else best
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
@@ -52,6 +63,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
     A missing, unreadable or unsafe file is a CheckpointError naming it.
     """
+    if Path(path).suffix == SAFETENSORS_SUFFIX:  # a packed stage's weights: the model state
+        return {"model_state": read_safetensors(path, "weights", CheckpointError, map_location)}
     state = load_torch_file(path, "checkpoint", CheckpointError, map_location)
     if not isinstance(state, Mapping):
         raise CheckpointError(

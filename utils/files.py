@@ -9,7 +9,10 @@ callable a file names, so every read here admits only what those files hold:
   ``torch.load(weights_only=True)``); anything else is refused before it is called.
 * :func:`load_torch_file` is ``torch.load(weights_only=True)`` with the NumPy array and
   scalar types allowed that checkpoints of the original release and older ones of this
-  project hold (RNG states, scores).
+  project hold (RNG states, scores); a ``.safetensors`` file is read with
+  :func:`read_safetensors` instead.
+* :func:`read_safetensors` / :func:`write_safetensors`: named tensors in the safetensors
+  format (no pickle at all, memory-mapped reading), tied tensors stored once.
 
 Writes go to a temporary file in the target's folder, are flushed to disk, then renamed over
 the target: a reader (or a resumed run) sees the old file or the complete new one.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
 import pickle
 from collections import OrderedDict
@@ -27,11 +31,15 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+import safetensors
 import torch
+from safetensors.torch import load_file, save
 
 from utils.errors import CheckpointError, DataError, SignLanguageError
 
 TMP_SUFFIX = ".tmp"
+SAFETENSORS_SUFFIX = ".safetensors"
+ALIASES_KEY = "aliases"  # safetensors metadata: name -> the stored name it shares memory with
 
 # what unpickling a truncated, garbled or foreign file raises
 UNPICKLING_ERRORS = (
@@ -125,6 +133,20 @@ def read_pickle(
     return value
 
 
+def read_json(path: str | Path, what: str, expected: str, kind: type = object) -> Any:
+    """The JSON value in ``path``; a missing or malformed file, or another kind, is a DataError."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{what} {path} does not exist")
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise DataError(f"cannot read {what} {path}: expected {expected} ({error})") from error
+    if not isinstance(value, kind):
+        raise DataError(f"{what} {path} holds a {type(value).__name__}, expected {expected}")
+    return value
+
+
 _TORCH_SAFE_GLOBALS = [
     np.ndarray,
     np.dtype,
@@ -143,11 +165,14 @@ def load_torch_file(
     """``torch.load(path, weights_only=True)``; a missing, corrupt or unsafe file is ``error``.
 
     Tensors, containers, numbers and strings load as usual, NumPy arrays and scalars too; a
-    file naming any other callable is refused (nothing in it runs).
+    file naming any other callable is refused (nothing in it runs). A ``.safetensors``
+    file gives its dict name -> tensor (:func:`read_safetensors`).
     """
     path = Path(path)
     if not path.is_file():
         raise error(f"{path}: {what} file not found")
+    if path.suffix == SAFETENSORS_SUFFIX:
+        return read_safetensors(path, what, error, map_location)
     try:
         with torch.serialization.safe_globals(_TORCH_SAFE_GLOBALS):
             return torch.load(path, map_location=map_location, weights_only=True)
@@ -155,6 +180,66 @@ def load_torch_file(
         raise error(
             f"{path}: cannot read {what} ({type(failure).__name__}: {failure})"
         ) from failure
+
+
+def read_safetensors(
+    path: str | Path,
+    what: str = "weights",
+    error: type[SignLanguageError] = CheckpointError,
+    map_location: str | torch.device = "cpu",
+) -> dict[str, torch.Tensor]:
+    """The named tensors of a safetensors file (memory-mapped), tied names restored.
+
+    The format holds tensors and a string metadata table only: reading it runs nothing.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: {what} file not found")
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        tensors = load_file(str(path), device=str(map_location))
+        aliases = json.loads(metadata.get(ALIASES_KEY, "{}"))
+        tensors.update({name: tensors[stored] for name, stored in aliases.items()})
+    except (OSError, ValueError, KeyError, TypeError, safetensors.SafetensorError) as failure:
+        raise error(
+            f"{path}: cannot read {what} (safetensors: {type(failure).__name__}: {failure})"
+        ) from failure
+    return tensors
+
+
+def write_safetensors(
+    path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> Path:
+    """Write named tensors as safetensors, atomically; returns ``path``.
+
+    Names that are the same tensor (tied embeddings) are stored once and listed in the
+    metadata (``aliases``); other tensors sharing memory are copied apart.
+    """
+    stored: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[tuple, str] = {}
+    for name, tensor in tensors.items():
+        tensor = tensor.detach().cpu()
+        key = (
+            tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape),
+            tuple(tensor.stride()), tensor.dtype,
+        )  # fmt: skip
+        if key in seen and tensor.numel() > 0:
+            aliases[name] = seen[key]
+            continue
+        seen[key] = name
+        stored[name] = tensor.contiguous()
+    owners: dict[int, int] = {}
+    for tensor in stored.values():
+        pointer = tensor.untyped_storage().data_ptr()
+        owners[pointer] = owners.get(pointer, 0) + 1
+    stored = {
+        name: tensor.clone() if owners[tensor.untyped_storage().data_ptr()] > 1 else tensor
+        for name, tensor in stored.items()
+    }
+    table = {**(metadata or {}), ALIASES_KEY: json.dumps(aliases)}
+    return atomic_write_bytes(path, save(stored, metadata=table))
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
