@@ -50,7 +50,7 @@ from modelling.lateral_fusion import LateralConnection
 from modelling.published_checkpoints import recognition_state_dict, state_dict_problems
 from modelling.s3d_stream import BLOCK_CHANNELS, BLOCK_TIME_STRIDES, S3DStream
 from modelling.two_stream import FeatureLevel, StreamBackbone, length_mask
-from modelling.visual_head import GlossHeadOutput, VisualHead, at_least_float32
+from modelling.visual_head import GlossHeadOutput, VisualHead
 from utils.checkpoints import load_checkpoint, model_state_of
 from utils.config import (
     DistillationTerm,
@@ -59,6 +59,7 @@ from utils.config import (
     S3DConfig,
     TransformConfig,
 )
+from utils.distributed import at_least_float32
 from utils.errors import CheckpointError, ConfigurationError
 
 logger = logging.getLogger(__name__)

@@ -41,6 +41,7 @@ from modelling.translation_decoding import (
     search_settings,
 )
 from utils.config import GlossEmbeddingConfig, TranslationConfig
+from utils.distributed import at_least_float32
 from utils.errors import ConfigurationError, DataError
 from utils.files import load_torch_file
 
@@ -354,7 +355,7 @@ class TranslationNetwork(nn.Module):
         """
         inputs = self.prepare_inputs(input_ids, attention_mask, input_feature, input_lengths)
         logits = self.model(**inputs, decoder_input_ids=decoder_input_ids).logits
-        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        log_probs = torch.log_softmax(at_least_float32(logits), dim=-1)
         loss = self.loss(log_probs, labels) / labels.shape[0]
         return {"translation_loss": loss, "logits": logits, "transformer_inputs": inputs}
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from modelling.two_stream import length_mask
+from utils.distributed import at_least_float32
 
 LAYER_NORM_EPS = 1e-6
 MAX_POSITIONS = 5000
@@ -65,15 +66,6 @@ class PositionalEncoding(nn.Module):
         if x.shape[1] > self.pe.shape[0]:
             raise ValueError(f"sequence of {x.shape[1]} steps exceeds {self.pe.shape[0]}")
         return x + self.pe[: x.shape[1]]
-
-
-def at_least_float32(x: torch.Tensor) -> torch.Tensor:
-    """``x`` in float32 when it is narrower (bf16 / fp16 autocast), else as it is (float64).
-
-    Softmax and CTC need float32 under autocast; a float64 network (the comparison with the
-    original's float64 gradients) keeps float64.
-    """
-    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def sinusoid_table(max_len: int, size: int) -> torch.Tensor:

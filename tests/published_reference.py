@@ -260,3 +260,46 @@ def fingerprint(x: torch.Tensor) -> torch.Tensor:
             *chunks,
         ]
     )
+
+
+# -- the S2T training step -------------------------------------------------------------------
+S2T_STEP_MBART = {"d_model": 16, "layers": 2}
+S2T_STEP_TEXTS = ["morgen regnet es im norden .", "in der nacht wird es kalt mit frost ."]
+S2T_STEP_LENGTHS = (6, 4)
+S2T_STEP_HIDDEN = 64
+# training.optimization of the published Phoenix-2014T S2T configs
+PUBLISHED_S2T_LEARNING_RATES = {"default": 3.0e-4, "mapper": 1.0e-3, "translation": 1.0e-5}
+
+
+def synthetic_s2t_features(dtype: torch.dtype = torch.float64) -> dict[str, torch.Tensor]:
+    """Extracted S2G features per stream, ``(B, max(S2T_STEP_LENGTHS), 832)``."""
+    rng = np.random.RandomState(TRAIN_STEP_SEED + 1)
+    shape = (len(S2T_STEP_LENGTHS), max(S2T_STEP_LENGTHS), _VISUAL_HEAD["input_size"])
+    return {s: torch.from_numpy(rng.normal(0, 1, shape)).to(dtype) for s in ("rgb", "keypoint")}
+
+
+def s2t_step_config(gloss2id_file: str, pruned: str, translation_checkpoint: str) -> dict:
+    """A TwoStream S2T config (published structure, small heads, dropout off) on a tiny mBART."""
+    cfg = train_step_config("two_stream", gloss2id_file)
+    recognition = cfg["model"]["RecognitionNetwork"]
+    recognition.pop("cross_distillation")
+    recognition["visual_head"]["hidden_size"] = S2T_STEP_HIDDEN
+    recognition["gloss_feature_ensemble"] = "rgb_gloss_feature"
+    cfg["task"] = "S2T"
+    cfg["data"] = dict(cfg["data"], input_data="feature", level="word", txt_lowercase=True)
+    cfg["model"]["TranslationNetwork"] = {
+        "pretrained_model_name_or_path": pruned,
+        "overwrite_cfg": {"dropout": 0.0, "attention_dropout": 0.0},
+        "label_smoothing": 0.2,
+        "load_ckpt": translation_checkpoint,
+        "TextTokenizer": {
+            "pretrained_model_name_or_path": pruned,
+            "pruneids_file": f"{pruned}/map_ids.pkl",
+            "tgt_lang": "de_DE",
+        },
+        "GlossTokenizer": {"gloss2id_file": f"{pruned}/gloss2ids.pkl", "src_lang": "de_DGS"},
+        "GlossEmbedding": {"gloss2embed_file": f"{pruned}/gloss_embeddings.bin"},
+    }
+    cfg["model"]["VLMapper"] = {"in_features": S2T_STEP_HIDDEN, "multistream_fuse": "empty"}
+    cfg["training"]["optimization"]["learning_rate"] = dict(PUBLISHED_S2T_LEARNING_RATES)
+    return cfg

@@ -76,6 +76,15 @@ def resolve_precision(mode: str, device: torch.device) -> str:
     return mode
 
 
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 when it is narrower (bf16 / fp16 autocast), else as it is (float64).
+
+    Softmax, CTC and cross-entropy need float32 under autocast; a float64 network (the
+    comparison with the original's float64 gradients) keeps float64.
+    """
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def autocast_context(mode: str, device: torch.device) -> contextlib.AbstractContextManager:
     """bf16 autocast on the model's device when configured (or ``auto`` and native), else
     nothing."""
