@@ -28,6 +28,7 @@ Every problem (missing file, unreadable file, malformed record) raises
 from __future__ import annotations
 
 import json
+import logging
 import numbers
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from typing import Any
 
 from utils.errors import DataError
 from utils.files import read_pickle
+
+logger = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = ("name", "video", "gloss", "text", "num_frames", "signer")
 REQUIRED_MANIFEST_COLUMNS = ("name", "video")
@@ -87,7 +90,27 @@ def load_annotations(path: str | Path) -> list[Sample]:
 def _load_published(path: Path) -> list[Sample]:
     expected = "a list of dicts in a gzip-compressed pickle (or a .jsonl/.tsv manifest)"
     records = read_pickle(path, "annotation file", expected, list, compressed=True)
-    return [_published_record_to_sample(r, i, path) for i, r in enumerate(records)]
+    samples = [_published_record_to_sample(r, i, path) for i, r in enumerate(records)]
+    _report_missing(samples, path, "gloss", "not scored in any WER")
+    if any(isinstance(r, Mapping) and "text" in r for r in records):  # Phoenix-2014 has none
+        _report_missing(samples, path, "text", "not scored in BLEU/ROUGE")
+    return samples
+
+
+def _report_missing(samples: list[Sample], path: Path, field_name: str, effect: str) -> None:
+    """Warn, by count and names, about records of a published file without ``field_name``."""
+    names = [s.name for s in samples if not getattr(s, field_name).strip()]
+    if names:
+        listed = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        logger.warning(
+            "annotation file %s: %d of %d records have no %s (%s): %s",
+            path,
+            len(names),
+            len(samples),
+            field_name,
+            listed,
+            effect,
+        )
 
 
 def _published_record_to_sample(record: Any, index: int, path: Path) -> Sample:

@@ -57,6 +57,7 @@ class Evaluation:
     primary: str
     higher_is_better: bool
     samples: list[dict] = field(default_factory=list)
+    coverage: dict[str, Any] = field(default_factory=dict)  # see :func:`clip_coverage`
 
     @property
     def score(self) -> float:
@@ -189,14 +190,84 @@ def score_records(
     metrics = _recognition_metrics(
         glossed, dataset_name, upper_case_references, official_ground_truth
     )
+    coverage = clip_coverage(records, is_translation)
     if is_translation:
         texted = [r for r in records if r["ref_text"].strip()]
         if texted:
             ref_texts = [r["ref_text"] for r in texted]
             text_hyps = [r["text"] for r in texted]
             metrics.update(translation_scores(ref_texts, text_hyps, level))
-        return Evaluation(metrics, primary="bleu4", higher_is_better=True, samples=records)
-    return Evaluation(metrics, primary="wer", higher_is_better=False, samples=records)
+        return Evaluation(metrics, "bleu4", True, records, coverage)
+    return Evaluation(metrics, "wer", False, records, coverage)
+
+
+COVERAGE_REASONS = {"gloss": "no reference gloss", "text": "no reference text"}
+LISTED_NAMES = 10
+
+
+def clip_coverage(records: Sequence[Mapping[str, Any]], is_translation: bool) -> dict[str, Any]:
+    """Over how many clips each kind of figure is computed, and which clips it leaves out.
+
+    ``{'clips': N, 'gloss': {'scored': n, 'left_out': k, 'reason': ..., 'names': [...]}, ...}``
+    for the WERs (``gloss``, when the records hold gloss hypotheses) and BLEU/ROUGE (``text``,
+    translation tasks); ``names`` lists the first :data:`LISTED_NAMES` clips left out.
+    """
+    kinds = []
+    if any(k.startswith(GLOSS_PREFIX) for r in records for k in r):
+        kinds.append("gloss")
+    if is_translation:
+        kinds.append("text")
+    coverage: dict[str, Any] = {"clips": len(records)}
+    for kind in kinds:
+        missing = [r["name"] for r in records if not r[f"ref_{kind}"].strip()]
+        coverage[kind] = {
+            "scored": len(records) - len(missing),
+            "left_out": len(missing),
+            "reason": COVERAGE_REASONS[kind],
+            "names": missing[:LISTED_NAMES],
+        }
+    return coverage
+
+
+def skipped_clips(skipped: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """The dataset's skipped ``(name, reason)`` pairs: their count, counts per reason, names."""
+    reasons: dict[str, int] = {}
+    for _, reason in skipped:
+        reasons[reason] = reasons.get(reason, 0) + 1
+    return {
+        "count": len(skipped),
+        "reasons": reasons,
+        "names": [name for name, _ in skipped[:LISTED_NAMES]],
+    }
+
+
+def coverage_notes(split: str, coverage: Mapping[str, Any]) -> list[str]:
+    """One line per kind of figure: over how many clips, and what was left out and why.
+
+    ``clips`` counts every clip of the split, those the dataset skipped included.
+    """
+    figures = {"gloss": "WER", "text": "BLEU/ROUGE"}
+    notes = []
+    skipped = coverage.get("skipped", {"count": 0})
+    if skipped["count"]:
+        reasons = "; ".join(f"{reason}: {n}" for reason, n in skipped["reasons"].items())
+        notes.append(
+            f"{split}: {skipped['count']} of {coverage['clips']} clips skipped before "
+            f"decoding ({reasons}; e.g. {', '.join(skipped['names'])})"
+        )
+    for kind, figure in figures.items():
+        if kind not in coverage:
+            continue
+        part = coverage[kind]
+        line = f"{split}: {figure} over {part['scored']} of {coverage['clips']} clips"
+        if part["left_out"]:
+            more = ", ..." if part["left_out"] > len(part["names"]) else ""
+            line += (
+                f"; {part['left_out']} left out ({part['reason']}: "
+                f"{', '.join(part['names'])}{more})"
+            )
+        notes.append(line)
+    return notes
 
 
 def _recognition_metrics(

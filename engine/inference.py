@@ -23,9 +23,11 @@ from torch import nn
 from engine.evaluation import (
     Evaluation,
     collect_predictions,
+    coverage_notes,
     format_table,
     references_upper_cased,
     score_records,
+    skipped_clips,
 )
 from engine.task_data import Vocabularies, build_dataset, build_loader
 from utils.config import Config, DecodingConfig, TuningConfig
@@ -57,10 +59,15 @@ def evaluate_loader(
     decoding: DecodingConfig,
     ctx: DistributedContext,
     official_ground_truth: Sequence[StmSegment] | None = None,
+    split: str = "dev",
 ) -> Evaluation:
-    """Decode and score a split (``official_ground_truth``: see :func:`score_records`)."""
+    """Decode and score a split (``official_ground_truth``: see :func:`score_records`).
+
+    What the figures cover (clips scored, left out without a reference, skipped by the
+    dataset) is logged and kept in ``evaluation.coverage``.
+    """
     records = collect_predictions(model, loader, decoding, ctx, cfg.training.mixed_precision)
-    return score_records(
+    evaluation = score_records(
         records,
         cfg.data.dataset_name,
         cfg.data.level,
@@ -68,6 +75,12 @@ def evaluate_loader(
         upper_case_references=references_upper_cased(cfg),
         official_ground_truth=official_ground_truth,
     )
+    skipped = getattr(getattr(loader, "dataset", None), "skipped", [])  # the dataset's refusals
+    evaluation.coverage["skipped"] = skipped_clips(skipped)
+    evaluation.coverage["clips"] += evaluation.coverage["skipped"]["count"]
+    for note in coverage_notes(split, evaluation.coverage):
+        (logger.warning if "left out" in note else logger.info)("%s", note)
+    return evaluation
 
 
 # -- decoding settings tuned on dev ----------------------------------------------------------
@@ -106,7 +119,9 @@ def tune_decoding(
     """The candidate with the best dev score (and that evaluation)."""
     best: tuple[DecodingConfig, Evaluation] | None = None
     for decoding in candidates:
-        evaluation = evaluate_loader(model, loader, cfg, decoding, ctx, official_ground_truth)
+        evaluation = evaluate_loader(
+            model, loader, cfg, decoding, ctx, official_ground_truth, "dev"
+        )
         logger.info(
             "dev with %s: %s %.2f", _describe(decoding, cfg), evaluation.primary, evaluation.score
         )
@@ -156,7 +171,7 @@ def predict_splits(
         loader = split_loader(cfg, split, vocabs, ctx)
         if split not in evaluations:
             evaluations[split] = evaluate_loader(
-                model, loader, cfg, decoding, ctx, truths.get(split)
+                model, loader, cfg, decoding, ctx, truths.get(split), split
             )
         if save_logits:
             logits = collect_logits(model, loader, ctx)
@@ -164,9 +179,11 @@ def predict_splits(
                 _save(logits, output_dir / split / "logits.pt")
     metrics = {split: evaluations[split].metrics for split in splits}
     if ctx.is_main:
-        results = {**metrics, "decoding": dataclasses.asdict(decoding)}
+        coverage = {split: evaluations[split].coverage for split in splits}
+        results = {**metrics, "decoding": dataclasses.asdict(decoding), "coverage": coverage}
         write_outputs(output_dir, results, {s: evaluations[s].samples for s in splits})
-        print(format_table(metrics), flush=True)
+        notes = [n for split in splits for n in coverage_notes(split, coverage[split])]
+        print(format_table(metrics), *(f"note: {n}" for n in notes), sep="\n", flush=True)
     return metrics
 
 

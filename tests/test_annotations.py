@@ -66,6 +66,25 @@ def test_published_format_roundtrip(tmp_path: Path):
         samples[0].name = "c"  # frozen
 
 
+def test_published_records_without_gloss_or_text_are_reported_by_name(tmp_path: Path, caplog):
+    records = [
+        {"name": "a", "gloss": "X Y", "text": "x y .", "num_frames": 12},
+        {"name": "b", "text": "z .", "num_frames": 8},
+        {"name": "c", "gloss": " ", "num_frames": 8},
+    ]
+    with caplog.at_level("WARNING"):
+        load_annotations(_write_published(tmp_path / "toy.dev", records))
+    assert "2 of 3 records have no gloss (b, c): not scored in any WER" in caplog.text
+    assert "1 of 3 records have no text (c): not scored in BLEU/ROUGE" in caplog.text
+
+
+def test_a_file_without_any_text_is_not_reported_for_text(tmp_path: Path, caplog):
+    records = [{"name": "a", "gloss": "X", "num_frames": 4}]  # Phoenix-2014: glosses only
+    with caplog.at_level("WARNING"):
+        load_annotations(_write_published(tmp_path / "toy.dev", records))
+    assert "no text" not in caplog.text and "no gloss" not in caplog.text
+
+
 def test_missing_file_names_path(tmp_path: Path):
     path = tmp_path / "nope.train"
     with pytest.raises(DataError, match="nope.train"):

@@ -11,9 +11,11 @@ from dataset.annotations import load_annotations
 from dataset.gloss_vocabulary import GlossVocabulary
 from engine.evaluation import (
     collect_predictions,
+    coverage_notes,
     format_table,
     references_upper_cased,
     score_records,
+    skipped_clips,
 )
 from modelling.sign_language_model import GlossDecoder, PendingGlosses, resolve
 from utils.config import DecodingConfig, RecognitionDecodingConfig, config_from_dict
@@ -203,6 +205,36 @@ def test_unlabelled_clips_among_labelled_ones_are_not_scored():
     records = [_record("a", "A B", gloss_rgb="A B"), _record("b", "", gloss_rgb="C")]
     metrics = score_records(records, "custom", "word", is_translation=False).metrics
     assert metrics["wer_rgb"] == 0.0
+
+
+def test_coverage_says_over_how_many_clips_and_which_were_left_out():
+    records = [
+        _record("a", "A B", "x y", gloss_rgb="A B", text="x y"),
+        _record("b", "", "z", gloss_rgb="C", text="z"),
+        _record("c", "D", "", gloss_rgb="D", text="w"),
+    ]
+    coverage = score_records(records, "custom", "word", is_translation=True).coverage
+    assert coverage["clips"] == 3
+    assert coverage["gloss"] == {
+        "scored": 2,
+        "left_out": 1,
+        "reason": "no reference gloss",
+        "names": ["b"],
+    }
+    assert coverage["text"]["scored"] == 2 and coverage["text"]["names"] == ["c"]
+    coverage["skipped"] = skipped_clips([("d", "empty gloss"), ("e", "empty gloss")])
+    coverage["clips"] += 2
+    assert coverage_notes("dev", coverage) == [
+        "dev: 2 of 5 clips skipped before decoding (empty gloss: 2; e.g. d, e)",
+        "dev: WER over 2 of 5 clips; 1 left out (no reference gloss: b)",
+        "dev: BLEU/ROUGE over 2 of 5 clips; 1 left out (no reference text: c)",
+    ]
+
+
+def test_recognition_coverage_has_no_text_part():
+    coverage = score_records(RECOGNITION_RECORDS, "custom", "word", is_translation=False).coverage
+    assert set(coverage) == {"clips", "gloss"}
+    assert coverage_notes("test", coverage) == ["test: WER over 2 of 2 clips"]
 
 
 def test_unlabelled_texts_get_no_translation_scores():

@@ -277,8 +277,11 @@ def test_prediction_tunes_on_dev_and_writes_the_documented_outputs(
         assert metrics[split] == pytest.approx(PERFECT)
 
     results = json.loads((output / "results.json").read_text(encoding="utf-8"))
-    assert results.keys() == {"dev", "test", "decoding"}
+    assert results.keys() == {"dev", "test", "decoding", "coverage"}
     assert results["dev"] == metrics["dev"] and results["test"] == metrics["test"]
+    assert results["coverage"]["test"]["clips"] == len(TEST)
+    assert results["coverage"]["test"]["text"]["scored"] == len(TEST)
+    assert results["coverage"]["test"]["skipped"]["count"] == 0
     assert results["decoding"] == {
         "recognition": {"beam_size": 1},
         "translation": {"num_beams": 3, "max_length": 40, "length_penalty": 1.0},
@@ -295,6 +298,10 @@ def test_prediction_tunes_on_dev_and_writes_the_documented_outputs(
     assert table[0].split() == ["split", "rouge", "bleu1", "bleu2", "bleu3", "bleu4"]
     assert table[2].split() == ["dev", *["100.00"] * 5]
     assert table[3].split() == ["test", *["100.00"] * 5]
+    assert table[4:] == [
+        f"note: dev: BLEU/ROUGE over {len(DEV)} of {len(DEV)} clips",
+        f"note: test: BLEU/ROUGE over {len(TEST)} of {len(TEST)} clips",
+    ]
 
 
 def test_without_tuning_only_the_requested_splits_are_decoded(data: Path, tmp_path: Path):
@@ -303,7 +310,7 @@ def test_without_tuning_only_the_requested_splits_are_decoded(data: Path, tmp_pa
     metrics = predict_splits(model, cfg, vocabs, CPU, ["test"], tmp_path / "out")
     assert model.calls == [("test", 1, 1.0)]
     results = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))
-    assert results.keys() == {"test", "decoding"}
+    assert results.keys() == {"test", "decoding", "coverage"}
     assert results["decoding"]["translation"]["num_beams"] == 1
     # first four words of 7 and 8 word references: every n-gram matches, brevity penalty only
     assert metrics["test"]["bleu1"] == pytest.approx(100 * torch.exp(torch.tensor(1 - 15 / 8)))
