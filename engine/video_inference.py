@@ -315,12 +315,22 @@ def recognise(stage: StageModel, clip: Clip, head: str, device: torch.device) ->
     parts = []
     for start in starts:
         stop = min(start + size, len(clip.frames))
-        batch = move_to_device(_model_batch(stage, clip, start, stop), device)
-        output = stage.model.recognise(batch, with_labels=False)
-        if head not in output.heads:
-            raise ConfigurationError(f"head {head!r}: the model has {', '.join(output.heads)}")
-        parts.append((start, stop, output))
+        parts.append((start, stop, recognise_window(stage, clip, start, stop, head, device)))
     return _join(parts, head, len(clip.frames))
+
+
+@torch.no_grad()
+def recognise_window(
+    stage: StageModel, clip: Clip, start: int, stop: int, head: str, device: torch.device
+):
+    """The S2G model's output on frames ``start:stop`` of ``clip`` (one window; also the
+    streaming engine's), ``head`` among its heads: ``heads[head].log_probs`` ``(1, T', V)``,
+    ``head_inputs[stream]`` ``(1, T', C)``, ``T' = (stop - start) / 4``."""
+    batch = move_to_device(_model_batch(stage, clip, start, stop), device)
+    output = stage.model.recognise(batch, with_labels=False)
+    if head not in output.heads:
+        raise ConfigurationError(f"head {head!r}: the model has {', '.join(output.heads)}")
+    return output
 
 
 def _join(parts: list, head: str, frames: int) -> Recognition:
@@ -357,20 +367,29 @@ def gloss_spans(
     spans = ctc_forced_alignment(log_probs, ids)
     glosses = stage.vocabs.gloss.decode([[i] for i in ids])
     frame_seconds = 1.0 / (frame_rate_of(stage.cfg) or clip.source["fps"])
-    last = len(clip.times) - 1
-    result = []
-    for gloss, (first, final) in zip(glosses, spans, strict=True):
-        begin = min(first * HEAD_STRIDE, last)
-        end = min((final + 1) * HEAD_STRIDE - 1, last)
-        result.append({
-            "gloss": gloss,
-            "start_s": round(float(clip.times[begin]), 3),
-            "end_s": round(float(clip.times[end]) + frame_seconds, 3),
-            "start_frame": int(clip.source_frames[begin]),
-            "end_frame": int(clip.source_frames[end]),
-            "steps": [first, final],
-        })  # fmt: skip
-    return result
+    return [
+        {"gloss": gloss, **step_span(first, final, clip.times, clip.source_frames, frame_seconds)}
+        for gloss, (first, final) in zip(glosses, spans, strict=True)
+    ]
+
+
+def step_span(
+    first: int, final: int, times: np.ndarray, source_frames: np.ndarray, frame_seconds: float
+) -> dict[str, Any]:
+    """Head steps ``first..final`` (inclusive) as seconds and source frames of the video.
+
+    times / source_frames: ``(T,)`` per model frame (a step is 4 of them; clipped to the last).
+    """
+    last = len(times) - 1
+    begin = min(first * HEAD_STRIDE, last)
+    end = min((final + 1) * HEAD_STRIDE - 1, last)
+    return {
+        "start_s": round(float(times[begin]), 3),
+        "end_s": round(float(times[end]) + frame_seconds, 3),
+        "start_frame": int(source_frames[begin]),
+        "end_frame": int(source_frames[end]),
+        "steps": [first, final],
+    }
 
 
 # -- translation ---------------------------------------------------------------------------
