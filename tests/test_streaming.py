@@ -1,0 +1,372 @@
+"""The streaming engine: resampling, windows, look-ahead, the commit rule, sentences, sources.
+
+Most tests run a *scripted* recogniser: the class of every 4-frame step is written into the
+frames (the first pixel's value), so the right glosses, spans and commit times are known
+exactly; ``blind_steps`` makes the last steps of every window guess blank, as a model
+without enough future context would. The command is tested on a tiny trained run.
+"""
+
+import json
+import threading
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from dataset.gloss_vocabulary import BLANK_ID, TWOSTREAM_SPECIALS, GlossVocabulary
+from engine.streaming import (
+    ArraySource,
+    CameraSource,
+    CommittedGloss,
+    Notice,
+    RunningText,
+    RunTiming,
+    SentenceEnd,
+    SignStream,
+    SourceFrame,
+    StreamEnd,
+    StreamOptions,
+    _hold_missing,
+    _Resampler,
+    run_stream,
+)
+from engine.task_data import Vocabularies
+from engine.video_inference import Pipeline, StageModel, resample_indices
+from utils.config import config_from_dict
+from utils.errors import ConfigurationError, DataError
+
+GLOSSES = ("a", "b", "c", "d")
+IDS = {t: i for i, t in enumerate([*TWOSTREAM_SPECIALS, *GLOSSES])}
+VOCABULARY = GlossVocabulary(IDS)
+A, B, C, D = (IDS[g] for g in GLOSSES)
+SIZE = 8  # frames of 8 x 8 pixels
+
+
+def _cfg(streams=("rgb",), max_frames=96):
+    keypoints = {
+        "keypoint_s3d": {"pretrained_ckpt": "scratch", "use_block": 4},
+        "heatmap_cfg": {"raw_size": [SIZE, SIZE], "input_size": 16, "sigma": 1.0},
+        "fuse_method": "triplehead_cat_bilateral",
+        "lateral": {"pose2rgb": True, "rgb2pose": True, "fusion_features": ["c1", "c2", "c3"]},
+    }
+    raw = {
+        "task": "S2G",
+        "data": {
+            "dataset_name": "demo", "input_streams": list(streams), "frame_size": [SIZE, SIZE],
+            "frame_rate": 25, "transform_cfg": {"max_num_frames": max_frames, "img_size": 32},
+            **({"keypoint_file": "unused.pkl", "use_keypoints": ["pose"]} if "keypoint" in streams else {}),
+        },
+        "model": {"RecognitionNetwork": {
+            "GlossTokenizer": {"gloss2id_file": "unused.pkl"},
+            "s3d": {"pretrained_ckpt": "scratch", "use_block": 4 if "keypoint" in streams else 2},
+            **(keypoints if "keypoint" in streams else {}),
+        }},
+        "training": {"model_dir": "unused", "optimization": {"learning_rate": {"default": 1e-3}}},
+    }  # fmt: skip
+    return config_from_dict(raw, "<scripted>")
+
+
+class ScriptedRecogniser(nn.Module):
+    """Step ``s`` is the class in the first pixel of its last frame; the last
+    ``blind_steps`` steps of a window say blank (they would need frames after the window)."""
+
+    def __init__(self, blind_steps: int = 0) -> None:
+        super().__init__()
+        self.blind_steps = blind_steps
+        self.windows: list[int] = []
+        self.keypoints: list[torch.Tensor] = []
+
+    def recognise(self, batch, with_labels):
+        videos = batch["videos"][0]  # (T, 3, H, W) uint8
+        classes = videos[3::4, 0, 0, 0].long().clone()
+        self.windows.append(len(videos))
+        if batch["keypoints"] is not None:
+            self.keypoints.append(batch["keypoints"][0])
+        if self.blind_steps:
+            classes[-self.blind_steps :] = BLANK_ID
+        log_probs = torch.full((1, len(classes), len(GLOSSES) + 9), -10.0)
+        log_probs[0, torch.arange(len(classes)), classes] = 0.0
+        features = {"rgb": classes.float()[None, :, None]}
+        return SimpleNamespace(heads={"gloss": SimpleNamespace(log_probs=log_probs)},
+                               head_inputs=features)  # fmt: skip
+
+
+class ScriptedTranslator(nn.Module):
+    """G2T: the glosses it was given, lower case; S2T: the step classes it was given."""
+
+    def predict(self, batch, decoding):
+        if "features" in batch:
+            values = batch["features"]["rgb"].values[0, :, 0].long().tolist()
+            return {"text": [" ".join(map(str, values))]}
+        ids = batch["gloss_input_ids"][0, :-2].tolist()  # without </s> and the language
+        return {"text": [VOCABULARY.decode([ids])[0].lower()]}
+
+
+def _pipeline(blind_steps=0, g2t=False, s2t=False, streams=("rgb",)) -> Pipeline:
+    cfg = _cfg(streams)
+    vocabs = Vocabularies(gloss=VOCABULARY, source=VOCABULARY, source_language="de_DGS")
+    pipeline = Pipeline(StageModel("s2g", cfg, ScriptedRecogniser(blind_steps), vocabs), "gloss")
+    if g2t:
+        pipeline.g2t = StageModel("g2t", cfg, ScriptedTranslator(), vocabs)
+    if s2t:
+        pipeline.s2t = [StageModel("s2t", cfg, ScriptedTranslator(), vocabs)]
+    return pipeline
+
+
+def _frames(steps: list[int], size: int = SIZE) -> np.ndarray:
+    """4 frames per step, each filled with the step's class."""
+    values = np.repeat(np.asarray(steps, np.uint8), 4)
+    return np.broadcast_to(values[:, None, None, None], (len(values), size, size, 3)).copy()
+
+
+o = BLANK_ID  # the blank, short in the scripts
+SCRIPT = [o, o, A, A, o, B, B, B, o, o, o, o, o, o, C, C, o, o]  # a pause of 6 blank steps
+
+
+def _stream(pipeline, frames, options=None, fps=25.0, **kwargs):
+    stream = SignStream(pipeline, options or StreamOptions(), **kwargs)
+    events = []
+    for i, frame in enumerate(frames):
+        events += stream.push(frame, i / fps)
+    return stream, events + stream.finish()
+
+
+def _commits(events):
+    return [e for e in events if isinstance(e, CommittedGloss)]
+
+
+# -- frames in -------------------------------------------------------------------------------
+@pytest.mark.parametrize("source_fps", [25.0, 30.0, 12.5, 50.0, 29.97])
+def test_online_resampling_keeps_the_nearest_frames_as_offline(source_fps):
+    count = 61
+    resampler = _Resampler(25.0)
+    kept = []
+    for i in range(count):
+        for use_current in resampler.feed(i / source_fps, i):
+            kept.append(i if use_current else i - 1)
+    offline = resample_indices(count, source_fps, 25.0)
+    assert abs(len(offline) - len(kept)) <= 1  # at the very end: offline counts the clip's
+    # duration in whole model frames, online a frame is due when its tick has passed
+    ticks = np.arange(min(len(kept), len(offline))) / 25
+    distance = np.abs(ticks[:, None] - np.arange(count)[None] / source_fps)
+    nearest = distance <= distance.min(1, keepdims=True) + 1e-9  # ties: either frame
+    rows = np.arange(len(ticks))
+    assert nearest[rows, kept[: len(ticks)]].all() and nearest[rows, offline[: len(ticks)]].all()
+    ties = nearest.sum(1) > 1
+    assert np.array_equal(np.array(kept[: len(ticks)])[~ties], offline[: len(ticks)][~ties])
+
+
+def test_options_name_what_is_wrong():
+    with pytest.raises(ConfigurationError, match="stride_frames: expected a multiple of 4"):
+        StreamOptions(stride_frames=6).check()
+    with pytest.raises(ConfigurationError, match="window_frames: at least .* = 36"):
+        StreamOptions(stride_frames=16, lookahead_frames=16, window_frames=32).check()
+    with pytest.raises(ConfigurationError, match="max_num_frames \\(40\\), got 48"):
+        StreamOptions(window_frames=48).check(40)
+
+
+# -- the commit rule ---------------------------------------------------------------------------
+def test_glosses_are_committed_with_their_spans_once_the_next_step_is_final():
+    options = StreamOptions(stride_frames=8, lookahead_frames=8, window_frames=32)
+    stream, events = _stream(_pipeline(), _frames(SCRIPT), options)
+    commits = _commits(events)
+    assert [c.gloss for c in commits] == ["A", "B", "C"]
+    assert [c.steps for c in commits] == [(2, 3), (5, 7), (14, 15)]
+    assert (commits[0].start_s, commits[0].end_s) == (0.32, 0.64)  # frames 8-15 at 25/s
+    assert (commits[0].start_frame, commits[0].end_frame) == (8, 15)
+    # A ends at step 3; step 4 is final once frames up to 20 + 8 (look-ahead) have arrived,
+    # at the first run after that: frame 32 (a run every 8 frames)
+    assert commits[0].at_s == pytest.approx(31 / 25)
+    for commit in commits:  # the same rule for every gloss
+        needed = (commit.steps[1] + 2) * 4 + 8
+        run = -(-needed // 8) * 8
+        expected = min(run, len(SCRIPT) * 4) - 1  # or the end of the stream
+        assert commit.at_s == pytest.approx(expected / 25)
+    assert isinstance(events[-1], StreamEnd) and events[-1].committed == 3
+    assert events[-1].error is None
+
+
+def test_partial_glosses_show_a_gloss_before_its_commit():
+    options = StreamOptions(stride_frames=4, lookahead_frames=8, window_frames=32)
+    _, events = _stream(_pipeline(), _frames(SCRIPT), options)
+    kinds = [(e.kind, getattr(e, "glosses", getattr(e, "gloss", None))) for e in events]
+    first_partial = kinds.index(("partial", ("A",)))
+    assert first_partial < kinds.index(("commit", "A"))
+    assert ("partial", ("B",)) in kinds and ("partial", ()) in kinds
+
+
+def test_with_look_ahead_enough_for_the_model_the_stream_equals_offline():
+    """A model that needs 2 steps (8 frames) after a step: look-ahead 8 gives the offline
+    best path; look-ahead 0 commits its blind guesses."""
+    frames = _frames(SCRIPT)
+    offline = _stream(_pipeline(), frames, StreamOptions(window_frames=96))[1]
+    expected = [(c.gloss, c.steps) for c in _commits(offline)]
+    enough = StreamOptions(stride_frames=4, lookahead_frames=8, window_frames=24)
+    _, events = _stream(_pipeline(blind_steps=2), frames, enough)
+    assert [(c.gloss, c.steps) for c in _commits(events)] == expected
+    blind = StreamOptions(stride_frames=4, lookahead_frames=0, window_frames=24)
+    _, events = _stream(_pipeline(blind_steps=2), frames, blind)
+    assert [(c.gloss, c.steps) for c in _commits(events)] != expected
+
+
+@pytest.mark.parametrize(("stride", "lookahead", "window"), [(4, 0, 8), (8, 4, 24), (16, 8, 48)])
+def test_windows_and_strides_give_the_same_glosses(stride, lookahead, window):
+    script = SCRIPT + [D, D, o, A, o, A, A, o]  # A twice with a blank between: two glosses
+    pipeline = _pipeline()
+    options = StreamOptions(stride_frames=stride, lookahead_frames=lookahead, window_frames=window)
+    _, events = _stream(pipeline, _frames(script), options)
+    assert [c.gloss for c in _commits(events)] == ["A", "B", "C", "D", "A", "A"]
+    assert max(pipeline.s2g.model.windows) <= window  # no run saw more than its window
+    timings = [e for e in events if isinstance(e, RunTiming)]
+    assert all(t.window[1] - t.window[0] <= window for t in timings)
+    assert timings[-1].final_steps == len(script)
+
+
+# -- sentences ---------------------------------------------------------------------------------
+def test_a_pause_ends_a_sentence_which_is_translated():
+    options = StreamOptions(stride_frames=4, lookahead_frames=4, window_frames=24, pause_s=0.6)
+    _, events = _stream(_pipeline(g2t=True), _frames(SCRIPT), options)
+    sentences = [e for e in events if isinstance(e, SentenceEnd)]
+    assert [(s.glosses, s.text, s.translator) for s in sentences] == [
+        (("A", "B"), "a b", "g2t"),
+        (("C",), "c", "g2t"),  # ended by the end of the stream
+    ]
+    # the pause: 4 blank steps (0.64 s >= 0.6 s) after B's last step (7) -> step 11 final
+    assert sentences[0].at_s == pytest.approx((12 * 4 + 4 - 1) / 25) and sentences[0].end_s == 1.28
+    texts = [(e.sentence, e.text) for e in events if isinstance(e, RunningText)]
+    assert texts == [(0, "a"), (0, "a b"), (1, "c")]
+
+
+def test_sentences_are_translated_from_their_own_steps_by_the_s2t_networks():
+    options = StreamOptions(stride_frames=4, lookahead_frames=4, window_frames=24, pause_s=0.6)
+    _, events = _stream(_pipeline(s2t=True), _frames(SCRIPT), options)
+    sentences = [e for e in events if isinstance(e, SentenceEnd)]
+    assert sentences[0].translator == "s2t"
+    # steps 0..9: the sentence's steps 2-7 and two steps on each side (clipped at 0)
+    assert sentences[0].text.split() == [str(v) for v in SCRIPT[0:10]]
+    assert sentences[1].text.split() == [str(v) for v in SCRIPT[12:18]]
+
+
+# -- bad input ------------------------------------------------------------------------------------
+def test_frames_of_another_size_are_fitted_with_a_notice():
+    frames = _frames(SCRIPT)
+    larger = _frames(SCRIPT, size=2 * SIZE)
+    mixed = [frames[i] if i < 30 else larger[i] for i in range(len(frames))]
+    _, events = _stream(_pipeline(), mixed, StreamOptions())
+    notices = [e.message for e in events if isinstance(e, Notice)]
+    assert (
+        len(notices) == 1 and "frame 30: the frame size changed from 8 x 8 to 16 x 16" in notices[0]
+    )
+    assert [c.gloss for c in _commits(events)] == ["A", "B", "C"]
+
+
+def test_bad_frames_and_timestamps_are_refused_naming_the_frame():
+    stream = SignStream(_pipeline(), name="camera 3")
+    stream.push(_frames([A])[0], 0.0)
+    with pytest.raises(DataError, match=r"camera 3, frame 1: expected uint8 \(height, width, 3\)"):
+        stream.push(np.zeros((SIZE, SIZE), np.uint8), 0.04)
+    with pytest.raises(DataError, match="camera 3, frame 1: timestamp 0.0 s does not follow"):
+        stream.push(_frames([A])[0], 0.0)
+    assert isinstance(stream.finish()[-1], StreamEnd)
+    with pytest.raises(DataError, match="after the stream ended"):
+        stream.push(_frames([A])[0], 1.0)
+
+
+class _StallingSource:
+    """Some frames, then nothing (a camera that hangs), or an error (``fail``)."""
+
+    name = "stalling camera"
+
+    def __init__(self, frames, fail=False):
+        self._frames, self._fail, self._closed = frames, fail, threading.Event()
+
+    def frames(self):
+        for i, frame in enumerate(self._frames):
+            yield SourceFrame(frame, i / 25)
+        if self._fail:
+            raise DataError("stalling camera: the device went away")
+        self._closed.wait()  # blocks until the stream gives up on it
+
+    def close(self):
+        self._closed.set()
+
+
+def test_a_stalled_source_ends_the_stream_and_keeps_its_events():
+    frames = _frames(SCRIPT[:8])  # A, then B not yet final
+    started = time.perf_counter()
+    stream = SignStream(_pipeline(), StreamOptions(stall_timeout_s=0.3))
+    events = list(run_stream(stream, _StallingSource(frames)))
+    assert time.perf_counter() - started < 10  # it did not hang
+    end = events[-1]
+    assert isinstance(end, StreamEnd) and "stalling camera: no frame for 0.3 s" in end.error
+    assert [c.gloss for c in _commits(events)] == ["A", "B"]  # B committed at the end
+
+
+def test_a_failing_source_ends_the_stream_with_its_message():
+    events = list(run_stream(SignStream(_pipeline()), _StallingSource(_frames(SCRIPT), True)))
+    assert events[-1].error == "stalling camera: the device went away"
+    assert [c.gloss for c in _commits(events)] == ["A", "B", "C"]
+
+
+def test_a_refused_frame_ends_the_stream_naming_it():
+    frames = list(_frames(SCRIPT[:6])) + [np.zeros((4, 4), np.uint8)]
+    events = list(run_stream(SignStream(_pipeline()), ArraySource(frames, 25)))
+    assert "frames in memory, frame 24: expected uint8" in events[-1].error
+    assert [c.gloss for c in _commits(events)] == ["A", "B"]  # the frames before it count
+
+
+def test_a_camera_that_cannot_be_opened_is_named():
+    with pytest.raises(DataError, match=r"camera 97: cannot be opened .* --camera N"):
+        CameraSource(97)
+
+
+def test_a_source_at_real_time_is_paced_and_json_lines_are_written():
+    frames = _frames(SCRIPT[:6])
+    started = time.perf_counter()
+    events = list(run_stream(SignStream(_pipeline()), ArraySource(frames, 25, realtime=True)))
+    assert time.perf_counter() - started >= (len(frames) - 1) / 25
+    lines = [json.loads(e.json_line()) for e in events]
+    assert lines[-1]["kind"] == "end" and lines[-1]["source_frames"] == len(frames)
+    commit = next(line for line in lines if line["kind"] == "commit")
+    assert commit["gloss"] == "A" and commit["steps"] == [2, 3] and commit["start_s"] == 0.32
+
+
+# -- keypoints -----------------------------------------------------------------------------------
+def test_points_not_found_are_held_where_they_were_last_seen():
+    points = np.random.default_rng(0).uniform(5, 60, (133, 3)).astype(np.float32)
+    first, repaired = _hold_missing(points, None, (64, 64))
+    assert not repaired and np.array_equal(first, points)
+    lost = points.copy()
+    lost[100:105, :2] = np.nan
+    held, repaired = _hold_missing(lost, first[:, :2] + 1, (64, 64))
+    assert repaired and np.array_equal(held[100:105, :2], first[100:105, :2] + 1)
+    assert (held[100:105, 2] == 0).all() and np.array_equal(held[:100], points[:100])
+    nobody = np.full((133, 3), np.nan, np.float32)
+    centred, _ = _hold_missing(nobody, None, (64, 64))  # never seen: the frame centre
+    assert np.allclose(centred[:, :2], 32)
+
+
+def test_keypoints_come_from_the_estimator_frame_by_frame_or_are_asked_for():
+    pipeline = _pipeline(streams=("keypoint", "rgb"))
+    with pytest.raises(DataError, match="reads keypoints: give them with each frame"):
+        SignStream(pipeline).push(_frames([A])[0], 0.0)
+    rng = np.random.default_rng(0)
+    found = rng.uniform(1, 7, (133, 3)).astype(np.float32)
+    calls = []
+
+    def estimate(image):  # the person is lost in frames 5 and 6
+        calls.append(image.shape)
+        return np.full((133, 3), np.nan, np.float32) if len(calls) in (6, 7) else found + len(calls)
+
+    frames = _frames(SCRIPT)
+    _, events = _stream(pipeline, frames, StreamOptions(window_frames=96), keypoints=estimate)
+    assert len(calls) == len(frames) and [c.gloss for c in _commits(events)] == ["A", "B", "C"]
+    pose = pipeline.s2g.model.keypoints[-1][:, :, :2]  # the last window, the pose points
+    assert torch.equal(pose[5], pose[4]) and torch.equal(pose[6], pose[4])  # held
+    assert not torch.equal(pose[7], pose[4])
+    assert any(
+        "keypoints not found in 2 frames" in e.message for e in events if isinstance(e, Notice)
+    )
