@@ -100,14 +100,22 @@ class MediaPipeHolistic:
         }
 
     def clip(self, frames: Iterable[np.ndarray]) -> np.ndarray:
-        with self._mediapipe.solutions.holistic.Holistic(
+        with self._graph() as holistic:
+            return _stack([self._frame(holistic, f) for f in frames])
+
+    def tracker(self) -> HolisticTracker:
+        """Frames one at a time through one graph (a live stream: tracking carries over from
+        frame to frame as within a clip); ``close()`` it at the end."""
+        return HolisticTracker(self, self._graph())
+
+    def _graph(self) -> Any:
+        return self._mediapipe.solutions.holistic.Holistic(
             static_image_mode=False,
             model_complexity=1,
             smooth_landmarks=self.smooth,
             min_detection_confidence=self.min_detection_confidence,
             min_tracking_confidence=self.min_tracking_confidence,
-        ) as holistic:
-            return _stack([self._frame(holistic, f) for f in frames])
+        )
 
     def _frame(self, holistic: Any, frame: np.ndarray) -> np.ndarray:
         size = frame.shape[:2]
@@ -123,6 +131,31 @@ class MediaPipeHolistic:
 
     def close(self) -> None:
         pass
+
+
+@dataclass
+class HolisticTracker:
+    """One RGB frame ``(H, W, 3)`` -> ``(133, 3)`` (NaN where not found) per call, one graph."""
+
+    estimator: MediaPipeHolistic
+    graph: Any
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        return self.estimator._frame(self.graph, frame)
+
+    def close(self) -> None:
+        self.graph.close()
+
+
+def frame_estimator(estimator: PoseEstimator) -> Callable[[np.ndarray], np.ndarray]:
+    """A per-frame function of ``estimator`` for a live stream: RGB ``(H, W, 3)`` ->
+    ``(133, 3)``; MediaPipe's keeps one graph (close it with ``.close()``), the others
+    estimate each frame alone."""
+    if isinstance(estimator, MediaPipeHolistic):
+        return estimator.tracker()
+    if hasattr(estimator, "frame"):
+        return estimator.frame
+    return lambda frame: estimator.clip([frame])[0]
 
 
 def _stack(points: list[np.ndarray]) -> np.ndarray:

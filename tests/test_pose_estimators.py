@@ -15,6 +15,7 @@ from preprocess.pose_estimators import (
     choose_signer,
     decode_heatmaps,
     decode_simcc,
+    frame_estimator,
     input_box,
     to_frame,
     warp_matrix,
@@ -86,6 +87,17 @@ def test_holistic_follows_a_moving_photograph(photo, holistic):
         moved = points[:, index, :2] - points[0, index, :2]
         errors = np.linalg.norm(moved - np.array(offsets), axis=1)
         assert errors.max() <= tolerance, (index, errors.round(1))
+
+
+def test_frame_by_frame_the_tracker_gives_the_points_of_the_clip(photo, holistic):
+    """A live stream's frames one at a time through one graph: the clip's points."""
+    frames = [photo, np.ascontiguousarray(photo[:, 4:]), photo]
+    whole = holistic.clip(frames)
+    tracker = frame_estimator(holistic)
+    one_by_one = np.stack([tracker(frame) for frame in frames])
+    tracker.close()
+    np.testing.assert_allclose(one_by_one, whole, atol=1e-3)
+    assert np.isfinite(one_by_one[:, 0, :2]).all()
 
 
 def test_coordinates_are_in_the_pixels_of_the_frame_as_given(photo, holistic):
