@@ -17,6 +17,13 @@ frame) or, by default, MediaPipe Holistic run on the video.
 Prints the glosses with their spans and the text; ``--output`` writes the JSON (a folder for
 several inputs) and beside it the picture (``<name>.png``: posteriors over time, spans,
 thumbnails); ``--overlay`` an mp4 with the keypoints and running subtitles.
+
+Live (engine/streaming.py, docs/live.md): ``--stream VIDEO`` reads a video at its own frame
+rate, ``--camera N`` a camera; glosses are printed as they are committed, then each sentence
+with its translation (``--json-lines``: the events as JSON; ``--output`` writes them too)::
+
+    python translate.py --stream clip.mp4 --run experiments/outputs/demo --keypoints k.pkl
+    python translate.py --camera 0 --run experiments/outputs/phoenix-2014t --device cuda
 """
 
 from __future__ import annotations
@@ -33,7 +40,25 @@ import torch
 
 from dataset.annotations import Sample
 from dataset.frames import FolderFrameReader, VideoFrameReader
+from dataset.keypoints import check_keypoints, keypoint_indices
 from engine.run_folder import open_run
+from engine.streaming import (
+    PRECISIONS,
+    CameraSource,
+    CommittedGloss,
+    FrameSource,
+    Notice,
+    PartialGlosses,
+    RunningText,
+    RunTiming,
+    SentenceEnd,
+    SignStream,
+    StreamEnd,
+    StreamEvent,
+    StreamOptions,
+    VideoFileSource,
+    run_stream,
+)
 from engine.video_inference import (
     PIPELINES,
     Pipeline,
@@ -44,7 +69,7 @@ from engine.video_inference import (
 )
 from engine.video_report import write_json, write_overlay, write_picture
 from preprocess.extract_keypoints import keypoints_of_frames
-from preprocess.pose_estimators import build_estimator
+from preprocess.pose_estimators import build_estimator, frame_estimator
 from utils.cli import run_command
 from utils.distributed import select_device
 from utils.errors import ConfigurationError, DataError
@@ -57,7 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("inputs", nargs="+", type=Path, help="video files or frame folders")
+    parser.add_argument("inputs", nargs="*", type=Path, help="video files or frame folders")
     parser.add_argument(
         "--run", type=Path, help="a run folder of scripts/run_schedule.sh, or its packed archive"
     )
@@ -72,7 +97,50 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, help="the JSON (a folder for several inputs)")
     parser.add_argument("--overlay", type=Path, help="an mp4 with keypoints and subtitles")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    _add_stream_arguments(parser)
     return parser.parse_args(argv)
+
+
+def _add_stream_arguments(parser: argparse.ArgumentParser) -> None:
+    live = parser.add_argument_group("live: glosses committed while the video plays (docs/live.md)")
+    live.add_argument("--stream", type=Path, metavar="VIDEO", help="a video read at its frame rate")
+    live.add_argument("--camera", type=int, metavar="N", help="camera N (OpenCV)")
+    live.add_argument(
+        "--fast", action="store_true", help="--stream: as fast as the models go, not at real time"
+    )
+    defaults = StreamOptions()
+    live.add_argument(
+        "--stride",
+        type=int,
+        default=defaults.stride_frames,
+        help="model frames between two recognition runs (multiple of 4)",
+    )
+    live.add_argument(
+        "--lookahead",
+        type=int,
+        default=defaults.lookahead_frames,
+        help="frames after a step before it is final (multiple of 4)",
+    )
+    live.add_argument(
+        "--window",
+        type=int,
+        default=defaults.window_frames,
+        help="model frames one recognition run sees (multiple of 4)",
+    )
+    live.add_argument(
+        "--pause", type=float, default=defaults.pause_s, help="seconds of blank that end a sentence"
+    )
+    live.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=defaults.stall_timeout_s,
+        help="seconds without a frame that end the stream",
+    )
+    live.add_argument("--precision", default=defaults.precision, choices=PRECISIONS)
+    live.add_argument(
+        "--no-text-updates", action="store_true", help="no G2T of the open sentence at every commit"
+    )
+    live.add_argument("--json-lines", action="store_true", help="print the events as JSON lines")
 
 
 def _pair(text: str) -> tuple[Path, Path | None]:
@@ -165,6 +233,12 @@ def outputs_for(args: argparse.Namespace, path: Path) -> tuple[Path | None, Path
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.stream is not None or args.camera is not None:
+        return run_live(args)
+    if not args.inputs:
+        raise ConfigurationError(
+            "give the inputs: video files or frame folders (or --stream / --camera)"
+        )
     if args.overlay is not None and len(args.inputs) > 1:
         raise ConfigurationError("--overlay writes one video: give one input")
     device = select_device(args.device)
@@ -187,6 +261,94 @@ def run(args: argparse.Namespace) -> None:
         if args.overlay is not None:
             write_overlay(result, pipeline.s2g, args.overlay)
             print(f"  wrote {args.overlay}")
+
+
+# -- live -----------------------------------------------------------------------------------
+def run_live(args: argparse.Namespace) -> None:
+    """``--stream`` / ``--camera``: the events printed as they happen (and written to
+    ``--output`` as JSON lines); a stream ended by an error exits with 2 after its events."""
+    if args.stream is not None and args.camera is not None:
+        raise ConfigurationError("give --stream VIDEO or --camera N, not both")
+    if args.inputs or args.overlay is not None:
+        raise ConfigurationError("--stream / --camera take no other inputs and no --overlay")
+    options = StreamOptions(
+        stride_frames=args.stride, lookahead_frames=args.lookahead, window_frames=args.window,
+        pause_s=args.pause, stall_timeout_s=args.stall_timeout,
+        update_text=not args.no_text_updates, precision=args.precision,
+    )  # fmt: skip
+    options.check()
+    device = select_device(args.device)
+    with open_run(args.run) if args.run is not None else contextlib.nullcontext() as run:
+        pipeline = build_pipeline(args, device, run)
+    source, estimate = live_source(args, pipeline)
+    stream = SignStream(pipeline, options, device, keypoints=estimate)
+    output = args.output.open("w", encoding="utf-8") if args.output is not None else None
+    try:
+        end = _print_events(run_stream(stream, source), args.json_lines, output)
+    finally:
+        if output is not None:
+            output.close()
+        if hasattr(estimate, "close"):
+            estimate.close()
+    if end.error is not None:
+        raise DataError(f"the stream ended early: {end.error}")
+
+
+def live_source(args: argparse.Namespace, pipeline: Pipeline) -> tuple[FrameSource, object]:
+    """The frame source of ``--stream`` / ``--camera`` and, when the model reads keypoints
+    and no keypoint file gives them, the per-frame estimator (MediaPipe Holistic)."""
+    points, estimate = None, None
+    if _reads_keypoints(pipeline):
+        if args.keypoints is not None and args.stream is not None:
+            entry = keypoint_source(args, args.stream)
+            used = keypoint_indices(pipeline.s2g.cfg.data.use_keypoints)
+            points = check_keypoints(entry, keypoint_origin(args, args.stream), None, used)[0]
+        elif args.keypoints is not None:
+            raise ConfigurationError("--keypoints names a file's clips: give it with --stream")
+        else:
+            estimate = frame_estimator(build_estimator("mediapipe"))
+    if args.camera is not None:
+        return CameraSource(args.camera), estimate
+    return VideoFileSource(args.stream, args.fps, points, realtime=not args.fast), estimate
+
+
+def _print_events(events, json_lines: bool, output) -> StreamEnd:
+    end = None
+    for event in events:
+        line = event.json_line()
+        if output is not None:
+            output.write(line + "\n")
+            output.flush()
+        text = line if json_lines else describe_event(event)
+        if text:
+            print(text, flush=True)
+        end = event if isinstance(event, StreamEnd) else end
+    return end
+
+
+def describe_event(event: StreamEvent) -> str | None:
+    """One line for a person watching (None for the timing events)."""
+    at = f"[{event.at_s:7.2f} s]"
+    if isinstance(event, CommittedGloss):
+        return f"{at} + {event.gloss}  ({event.start_s:.2f} - {event.end_s:.2f} s)"
+    if isinstance(event, PartialGlosses):
+        return f"{at}   ... {' '.join(event.glosses)}" if event.glosses else None
+    if isinstance(event, RunningText):
+        return f"{at}   text so far: {event.text}"
+    if isinstance(event, SentenceEnd):
+        text = f": {event.text}" if event.text is not None else ""
+        return f"{at} sentence {event.sentence + 1} ({' '.join(event.glosses)}){text}"
+    if isinstance(event, Notice):
+        return f"{at} note: {event.message}"
+    if isinstance(event, StreamEnd):
+        what = f"error: {event.error}" if event.error else event.reason
+        return (
+            f"{at} end ({what}): {event.source_frames} frames, {event.committed} glosses, "
+            f"{event.sentences} sentences, compute {event.wall_s:.1f} s of wall time"
+        )
+    if isinstance(event, RunTiming):
+        return None
+    return f"{at} {event.kind}"
 
 
 def _reads_keypoints(pipeline: Pipeline) -> bool:

@@ -101,6 +101,8 @@ class StreamOptions:
     stall_timeout_s: a source that gives no frame for this long ends the stream.
     update_text: G2T on the open sentence at every commit (where the run has a G2T model).
     precision: fp32, bf16 (autocast) or auto (bf16 where the device has it natively).
+    keep_posteriors: keep every final step's posteriors (:meth:`SignStream.posteriors`; the
+        vocabulary's size in floats per step, for pictures and checks).
     """
 
     stride_frames: int = 8
@@ -110,6 +112,7 @@ class StreamOptions:
     stall_timeout_s: float = 5.0
     update_text: bool = True
     precision: str = "fp32"
+    keep_posteriors: bool = False
 
     def check(self, max_num_frames: int | None = None) -> None:
         """Raise ConfigurationError naming every option out of range."""
@@ -383,6 +386,7 @@ class SignStream:
         self._committed = 0
         self._partial: tuple[str, ...] = ()
         self._compute_s = 0.0
+        self._kept: list[np.ndarray] = []
         self.finished = False
 
     # -- in --------------------------------------------------------------------------------
@@ -536,6 +540,8 @@ class SignStream:
         for step in range(self._final, until):
             row = step - first
             self._rows[step] = (log_probs[row].numpy(), {k: v[row] for k, v in inputs.items()})
+            if self.options.keep_posteriors:
+                self._kept.append(self._rows[step][0])
             self._finalise(step, labels[row])
         self._final = max(self._final, until)
         self._show_partial(labels[until - first :])
@@ -653,6 +659,14 @@ class SignStream:
             keep = min(keep, self._sentence.first_step - SENTENCE_MARGIN_STEPS)
         for step in [s for s in self._rows if s < keep]:
             del self._rows[step]
+
+    def posteriors(self) -> np.ndarray:
+        """``(final steps, V)`` log-probabilities of the reported head, with keep_posteriors."""
+        if not self.options.keep_posteriors:
+            raise ConfigurationError(
+                "SignStream.posteriors: set StreamOptions(keep_posteriors=True)"
+            )
+        return np.stack(self._kept) if self._kept else np.zeros((0, 0), np.float32)
 
     # -- out -------------------------------------------------------------------------------
     def _emit(self, kind: type[StreamEvent], **values: Any) -> None:

@@ -11,12 +11,19 @@ import threading
 import time
 from types import SimpleNamespace
 
+import cv2
 import numpy as np
 import pytest
 import torch
+import yaml
 from torch import nn
 
+import training
+import translate
+from dataset.annotations import load_annotations
+from dataset.frames import ZipFrameReader, phoenix2014t_member
 from dataset.gloss_vocabulary import BLANK_ID, TWOSTREAM_SPECIALS, GlossVocabulary
+from dataset.synthetic import generate_demo_dataset
 from engine.streaming import (
     ArraySource,
     CameraSource,
@@ -34,7 +41,13 @@ from engine.streaming import (
     run_stream,
 )
 from engine.task_data import Vocabularies
-from engine.video_inference import Pipeline, StageModel, resample_indices
+from engine.video_inference import (
+    Pipeline,
+    StageModel,
+    load_run,
+    resample_indices,
+    translate_clip,
+)
 from utils.config import config_from_dict
 from utils.errors import ConfigurationError, DataError
 
@@ -370,3 +383,96 @@ def test_keypoints_come_from_the_estimator_frame_by_frame_or_are_asked_for():
     assert any(
         "keypoints not found in 2 frames" in e.message for e in events if isinstance(e, Notice)
     )
+
+
+# -- the command on a tiny trained run --------------------------------------------------------
+def _tiny_s2g(data, model_dir) -> dict:
+    return {
+        "task": "S2G",
+        "data": {
+            "dataset_name": "demo", "input_streams": ["rgb"], "frame_size": [64, 64],
+            "zip_file": str(data / "demo-videos.zip"), "frame_layout": "phoenix-2014t",
+            "frame_rate": 25, "train": str(data / "demo.train"), "dev": str(data / "demo.dev"),
+            "test": str(data / "demo.test"),
+            "transform_cfg": {"img_size": 32, "max_num_frames": 96, "bottom_area": 0.9},
+        },
+        "testing": {"cfg": {"recognition": {"beam_size": 1}}},
+        "training": {
+            "model_dir": str(model_dir), "overwrite": True, "num_workers": 0, "batch_size": 2,
+            "total_epoch": 1, "max_steps": 1, "validation": {"unit": "step", "freq": 1000},
+            "optimization": {"learning_rate": {"default": 1e-3}, "scheduler": "none"},
+        },
+        "model": {"RecognitionNetwork": {
+            "GlossTokenizer": {"gloss2id_file": str(data / "gloss2ids.pkl")},
+            "s3d": {"pretrained_ckpt": "scratch", "use_block": 2},
+            "visual_head": {"hidden_size": 32, "ff_size": 64},
+        }},
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A run folder with an S2G stage trained one step, and a test clip as an mp4."""
+    root = tmp_path_factory.mktemp("stream")
+    data = root / "data"
+    generate_demo_dataset(
+        data,
+        seed=3,
+        num_train=2,
+        num_dev=1,
+        num_test=1,
+        vocab_size=4,
+        frame_size=(64, 64),
+        max_glosses=3,
+    )
+    config = root / "s2g.yaml"
+    config.write_text(yaml.safe_dump(_tiny_s2g(data, root / "run" / "s2g")))
+    assert training.main(["--config", str(config)]) == 0
+    sample = load_annotations(data / "demo.test")[0]
+    frames = ZipFrameReader(data / "demo-videos.zip", phoenix2014t_member).read(
+        sample, np.arange(sample.num_frames)
+    )
+    video = root / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 25, (64, 64))
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return {"run": root / "run", "video": video}
+
+
+def test_with_the_whole_clip_in_view_the_stream_computes_the_offline_posteriors(tiny_run):
+    pipeline = load_run(tiny_run["run"], torch.device("cpu"), "glosses")
+    frames, fps = translate.read_input(tiny_run["video"], None)
+    offline = translate_clip(pipeline, frames, fps, torch.device("cpu"), beam_size=1)
+    steps = offline.recognition.steps
+    window = -(-len(frames) // 4) * 4
+    options = StreamOptions(
+        stride_frames=4, lookahead_frames=window, window_frames=2 * window + 4, keep_posteriors=True
+    )
+    stream, _ = _stream(pipeline, frames, options, fps=fps)
+    assert stream.posteriors().shape == (steps, offline.recognition.log_probs.shape[1])
+    np.testing.assert_allclose(stream.posteriors(), offline.recognition.log_probs, atol=1e-5)
+
+
+def test_the_command_streams_a_video_and_writes_the_events(tiny_run, tmp_path, capsys):
+    output = tmp_path / "events.jsonl"
+    argv = ["--stream", str(tiny_run["video"]), "--run", str(tiny_run["run"]), "--fast"]
+    assert translate.main([*argv, "--output", str(output), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    events = [json.loads(line) for line in output.read_text().splitlines()]
+    assert events[-1]["kind"] == "end" and events[-1]["error"] is None
+    assert events[-1]["source_frames"] == len(translate.read_input(tiny_run["video"], None)[0])
+    assert any(e["kind"] == "timing" for e in events)
+    assert "end (" in printed and f"{events[-1]['committed']} glosses" in printed
+
+
+def test_the_command_names_missing_stages_cameras_and_clashing_inputs(tiny_run, capsys):
+    run = ["--run", str(tiny_run["run"]), "--device", "cpu"]
+    assert translate.main(["--stream", str(tiny_run["video"]), *run, "--pipeline", "s2t"]) == 2
+    assert "no trained stage s2t_video" in capsys.readouterr().err
+    assert translate.main(["--camera", "97", *run]) == 2
+    assert "camera 97: cannot be opened" in capsys.readouterr().err
+    assert translate.main(["--camera", "0", "--stream", str(tiny_run["video"]), *run]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert translate.main(["--stream", str(tiny_run["video"]), *run, "--stride", "6"]) == 2
+    assert "stride_frames: expected a multiple of 4" in capsys.readouterr().err
