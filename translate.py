@@ -83,22 +83,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("inputs", nargs="*", type=Path, help="video files or frame folders")
+    add_model_arguments(parser)
+    parser.add_argument("--keypoints", type=Path, help="a keypoint pickle (default: MediaPipe)")
+    parser.add_argument("--fps", type=float, help="frame folders: their frame rate")
+    parser.add_argument("--beam", type=int, help="CTC beam (default: the config's testing beam)")
+    parser.add_argument("--output", type=Path, help="the JSON (a folder for several inputs)")
+    parser.add_argument("--overlay", type=Path, help="an mp4 with keypoints and subtitles")
+    _add_stream_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, run_default: Path | None = None) -> None:
+    """The models (--run or CONFIG[:CHECKPOINT] pairs, --pipeline) and --device; serve.py
+    takes the same."""
     parser.add_argument(
-        "--run", type=Path, help="a run folder of scripts/run_schedule.sh, or its packed archive"
+        "--run",
+        type=Path,
+        default=run_default,
+        help="a run folder of scripts/run_schedule.sh, or its packed archive"
+        + (f" (default: {run_default})" if run_default is not None else ""),
     )
     parser.add_argument("--pipeline", default="auto", choices=PIPELINES)
     parser.add_argument("--s2g", help="CONFIG[:CHECKPOINT] of the sign-to-gloss model")
     parser.add_argument("--g2t", help="CONFIG[:CHECKPOINT] of a gloss-to-text model")
     parser.add_argument("--s2t", nargs="+", default=[], help="CONFIG[:CHECKPOINT] of S2T networks")
     parser.add_argument("--ensemble", help="CONFIG of their multi-source ensemble")
-    parser.add_argument("--keypoints", type=Path, help="a keypoint pickle (default: MediaPipe)")
-    parser.add_argument("--fps", type=float, help="frame folders: their frame rate")
-    parser.add_argument("--beam", type=int, help="CTC beam (default: the config's testing beam)")
-    parser.add_argument("--output", type=Path, help="the JSON (a folder for several inputs)")
-    parser.add_argument("--overlay", type=Path, help="an mp4 with keypoints and subtitles")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    _add_stream_arguments(parser)
-    return parser.parse_args(argv)
 
 
 def _add_stream_arguments(parser: argparse.ArgumentParser) -> None:
@@ -108,6 +118,12 @@ def _add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     live.add_argument(
         "--fast", action="store_true", help="--stream: as fast as the models go, not at real time"
     )
+    add_stream_options(live)
+    live.add_argument("--json-lines", action="store_true", help="print the events as JSON lines")
+
+
+def add_stream_options(live) -> None:
+    """How a stream recognises (StreamOptions); serve.py's camera mode takes the same."""
     defaults = StreamOptions()
     live.add_argument(
         "--stride",
@@ -140,7 +156,17 @@ def _add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     live.add_argument(
         "--no-text-updates", action="store_true", help="no G2T of the open sentence at every commit"
     )
-    live.add_argument("--json-lines", action="store_true", help="print the events as JSON lines")
+
+
+def stream_options(args: argparse.Namespace) -> StreamOptions:
+    """The StreamOptions of :func:`add_stream_options`' arguments, checked."""
+    options = StreamOptions(
+        stride_frames=args.stride, lookahead_frames=args.lookahead, window_frames=args.window,
+        pause_s=args.pause, stall_timeout_s=args.stall_timeout,
+        update_text=not args.no_text_updates, precision=args.precision,
+    )  # fmt: skip
+    options.check()
+    return options
 
 
 def _pair(text: str) -> tuple[Path, Path | None]:
@@ -271,12 +297,7 @@ def run_live(args: argparse.Namespace) -> None:
         raise ConfigurationError("give --stream VIDEO or --camera N, not both")
     if args.inputs or args.overlay is not None:
         raise ConfigurationError("--stream / --camera take no other inputs and no --overlay")
-    options = StreamOptions(
-        stride_frames=args.stride, lookahead_frames=args.lookahead, window_frames=args.window,
-        pause_s=args.pause, stall_timeout_s=args.stall_timeout,
-        update_text=not args.no_text_updates, precision=args.precision,
-    )  # fmt: skip
-    options.check()
+    options = stream_options(args)
     device = select_device(args.device)
     with open_run(args.run) if args.run is not None else contextlib.nullcontext() as run:
         pipeline = build_pipeline(args, device, run)
