@@ -1,0 +1,430 @@
+"""Latency, accuracy and compute of the streaming engine (prints a table, writes JSON and a plot).
+
+    python scripts/benchmark_stream.py                          # the demo run, 200 test clips
+    python scripts/benchmark_stream.py --clips 60 --grid 8:8 --clock real     # at real time
+    python scripts/benchmark_stream.py --phoenix-seconds 4 --precisions fp32,bf16   # RTF only
+
+**The video**: the demo's test clips (``--data``) one after another, each followed by
+``--gap`` seconds of its last frame (the hands at rest, a pause between sentences), with the
+demo's keypoints (MediaPipe finds no person in drawn frames). **Offline**: every clip alone
+through :func:`engine.video_inference.translate_clip` (the configured beam, and greedy), and
+the reference glosses forced-aligned to its posteriors: where each gloss ends in the video.
+**Streamed**: the whole video frame by frame through :class:`engine.streaming.SignStream`, for
+each stride:look-ahead of ``--grid``. Frame ``i`` (stream time ``i / 25`` s) is available at
+``(i + 1) / 25`` s, when it has been shown in full (a camera delivers a frame once exposed; a
+gloss ends with its last frame's end); ``--clock real`` pushes it then (sleeping), ``--clock
+simulated`` (default) as soon as the stream is free and charges the compute to a clock that
+never runs ahead of the video: the same event times without the waiting (the engine computes
+in the pushing thread, so nothing else differs).
+
+Per configuration: the WER of the committed glosses (each assigned to the clip where its span
+lies) beside offline; the latency from a gloss's end in the video to the commit of the
+hypothesis gloss aligned to it (correct glosses only; median, 95th percentile); BLEU-4 of the
+sentence translations; the real-time factor (compute over video seconds). ``--phoenix-seconds``
+also streams frames of the published Phoenix-2014T size through the TwoStream S2G network at
+its published size (random weights: only the time counts) per ``--precisions``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+from matplotlib.figure import Figure  # noqa: E402
+
+from dataset.annotations import load_annotations  # noqa: E402
+from dataset.frames import ZipFrameReader, phoenix2014t_member  # noqa: E402
+from engine.experiment import build_task_model, build_vocabularies  # noqa: E402
+from engine.streaming import CommittedGloss, SentenceEnd, SignStream, StreamOptions  # noqa: E402
+from engine.video_inference import (  # noqa: E402
+    Pipeline,
+    StageModel,
+    load_run,
+    step_span,
+    translate_clip,
+)
+from modelling.ctc_decoding import ctc_decode_scores, ctc_forced_alignment  # noqa: E402
+from scripts.benchmark_keypoints import phoenix_frames  # noqa: E402
+from utils.config import config_from_dict  # noqa: E402
+from utils.files import read_pickle  # noqa: E402
+from utils.metrics import align_words, bleu, recognition_wer  # noqa: E402
+
+FPS = 25.0
+CPU = torch.device("cpu")
+
+
+# -- the long video --------------------------------------------------------------------------
+@dataclass
+class VideoClip:
+    name: str
+    gloss: str
+    text: str
+    start: int  # first frame in the long video
+    frames: int  # the clip's own frames (the gap after it not counted)
+
+
+@dataclass
+class LongVideo:
+    frames: np.ndarray  # (N, H, W, 3) uint8
+    keypoints: np.ndarray  # (N, 133, 3)
+    clips: list[VideoClip]
+    gap: int
+
+    def clip_of(self, seconds: float) -> int:
+        """The clip whose frames (and the gap after them) hold ``seconds``."""
+        starts = np.array([c.start for c in self.clips]) / FPS
+        return max(0, int(np.searchsorted(starts, seconds, side="right")) - 1)
+
+
+def long_video(data: Path, count: int, gap_s: float) -> LongVideo:
+    """The first ``count`` test clips, each followed by ``gap_s`` of its last frame."""
+    samples = load_annotations(data / "demo.test")[:count]
+    reader = ZipFrameReader(data / "demo-videos.zip", phoenix2014t_member)
+    points = read_pickle(data / "demo-keypoints.pkl", "keypoint file", "a dict", dict)
+    gap = int(round(gap_s * FPS))
+    frames, keypoints, clips, start = [], [], [], 0
+    for sample in samples:
+        clip = reader.read(sample, np.arange(sample.num_frames))
+        hold = np.concatenate([np.arange(len(clip)), np.full(gap, len(clip) - 1)])
+        frames.append(clip[hold])
+        keypoints.append(np.asarray(points[sample.name]["keypoints"], np.float32)[hold])
+        clips.append(VideoClip(sample.name, sample.gloss, sample.text, start, len(clip)))
+        start += len(hold)
+    return LongVideo(np.concatenate(frames), np.concatenate(keypoints), clips, gap)
+
+
+# -- offline -----------------------------------------------------------------------------------
+@dataclass
+class Offline:
+    glosses: list[str]  # per clip, the configured beam
+    greedy: list[str]  # per clip, best path
+    texts: list[str | None]
+    spans: list[list[tuple[float, float]]]  # per clip, each reference gloss in the video (s)
+    seconds: float
+
+
+def offline(pipeline: Pipeline, video: LongVideo) -> Offline:
+    """Every clip alone, as translate.py runs it; the references aligned to its posteriors."""
+    vocabulary = pipeline.s2g.vocabs.gloss
+    result = Offline([], [], [], [], 0.0)
+    started = time.perf_counter()
+    for clip in video.clips:
+        stop = clip.start + clip.frames
+        frames, points = video.frames[clip.start : stop], video.keypoints[clip.start : stop]
+        one = translate_clip(pipeline, frames, FPS, CPU, points, {"path": clip.name})
+        log_probs = one.recognition.log_probs
+        result.glosses.append(one.gloss_text)
+        best = ctc_decode_scores(log_probs[None], np.array([len(log_probs)]), 1)[0]
+        result.greedy.append(" ".join(vocabulary.decode([[i] for i in best])))
+        result.texts.append(one.text)
+        ids = [vocabulary.token_to_id(g) for g in clip.gloss.split()]
+        times, index = one.clip.times, one.clip.source_frames
+        spans = [
+            step_span(a, b, times, index, 1 / FPS) for a, b in ctc_forced_alignment(log_probs, ids)
+        ]
+        offset = clip.start / FPS
+        result.spans.append([(s["start_s"] + offset, s["end_s"] + offset) for s in spans])
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+# -- streamed ------------------------------------------------------------------------------------
+@dataclass
+class Streamed:
+    options: StreamOptions
+    commits: list[tuple[CommittedGloss, float]] = field(default_factory=list)  # event, time (s)
+    sentences: list[SentenceEnd] = field(default_factory=list)
+    compute_s: float = 0.0
+    finished_s: float = 0.0  # when the last event came, on the video's clock
+
+
+def stream(pipeline: Pipeline, video: LongVideo, options: StreamOptions, clock: str) -> Streamed:
+    """The video through a stream, frame ``i`` available at ``(i + 1) / FPS`` s (module
+    docstring)."""
+    emitted: list[tuple[object, float]] = []
+    engine = SignStream(
+        pipeline, options, CPU, on_event=lambda e: emitted.append((e, time.perf_counter()))
+    )
+    result = Streamed(options)
+    now = 0.0  # the video's clock: seconds since frame 0 was available
+    started = time.perf_counter()
+    for i, frame in enumerate(video.frames):
+        due = (i + 1) / FPS
+        if clock == "real":
+            time.sleep(max(0.0, started + due - time.perf_counter()))
+            now = time.perf_counter() - started
+        now = max(now, due)
+        args = (frame, i / FPS, video.keypoints[i])
+        now = _timed_call(engine.push, args, now, emitted, result)
+    _timed_call(engine.finish, (), max(now, len(video.frames) / FPS), emitted, result)
+    return result
+
+
+def _timed_call(call, args: tuple, now: float, emitted: list, result: Streamed) -> float:
+    """``call(*args)`` at ``now`` on the video's clock; its events get their clock times."""
+    emitted.clear()
+    before = time.perf_counter()
+    call(*args)
+    spent = time.perf_counter() - before
+    result.compute_s += spent
+    for event, at in emitted:
+        when = now + (at - before)
+        if isinstance(event, CommittedGloss):
+            result.commits.append((event, when))
+        elif isinstance(event, SentenceEnd):
+            result.sentences.append(event)
+        result.finished_s = when
+    return now + spent
+
+
+# -- scoring ----------------------------------------------------------------------------------------
+def score(video: LongVideo, reference: Offline, run: Streamed) -> dict:
+    """WER, latency, BLEU-4 and real-time factor of one streamed run (module docstring)."""
+    hypotheses: list[list[tuple[str, float]]] = [[] for _ in video.clips]
+    for commit, when in run.commits:
+        hypotheses[video.clip_of((commit.start_s + commit.end_s) / 2)].append((commit.gloss, when))
+    texts = [[] for _ in video.clips]
+    for sentence in run.sentences:
+        texts[video.clip_of((sentence.start_s + sentence.end_s) / 2)].append(sentence.text or "")
+    latencies = []
+    for clip, hypothesis, spans in zip(video.clips, hypotheses, reference.spans, strict=True):
+        latencies += _latencies(clip.gloss.split(), hypothesis, [end for _, end in spans])
+    references = [c.gloss for c in video.clips]
+    streamed = [" ".join(g for g, _ in h) for h in hypotheses]
+    duration = len(video.frames) / FPS
+    row = {
+        "stride": run.options.stride_frames,
+        "lookahead": run.options.lookahead_frames,
+        "window": run.options.window_frames,
+        "wer_stream": recognition_wer(references, streamed, "demo")["wer"],
+        "latency_median_s": float(np.median(latencies)) if latencies else None,
+        "latency_p95_s": float(np.percentile(latencies, 95)) if latencies else None,
+        "latency_max_s": float(np.max(latencies)) if latencies else None,
+        "latencies": len(latencies),
+        "realtime_factor": run.compute_s / duration,
+        "behind_at_end_s": run.finished_s - duration,
+    }
+    if any(t is not None for t in reference.texts):
+        row["bleu4_stream"] = bleu([c.text for c in video.clips], [" ".join(t) for t in texts])[
+            "bleu4"
+        ]
+    return row
+
+
+def _latencies(reference: list[str], hypothesis: list[tuple[str, float]], ends: list[float]):
+    """Commit time minus reference end, for every hypothesis gloss aligned as correct."""
+    glosses = [g for g, _ in hypothesis]
+    found, i, j = [], 0, 0
+    for operation in align_words(reference, glosses):
+        if operation == "C":
+            found.append(hypothesis[j][1] - ends[i])
+        i += operation in "CSD"
+        j += operation in "CSI"
+    return found
+
+
+def offline_row(video: LongVideo, reference: Offline) -> dict:
+    references = [c.gloss for c in video.clips]
+    row = {
+        "wer_offline": recognition_wer(references, reference.glosses, "demo")["wer"],
+        "wer_offline_greedy": recognition_wer(references, reference.greedy, "demo")["wer"],
+        "offline_realtime_factor": reference.seconds / (len(video.frames) / FPS),
+    }
+    if any(t is not None for t in reference.texts):
+        texts = [t or "" for t in reference.texts]
+        row["bleu4_offline"] = bleu([c.text for c in video.clips], texts)["bleu4"]
+    return row
+
+
+# -- published sizes -------------------------------------------------------------------------------
+def phoenix_pipeline(tmp: Path) -> Pipeline:
+    """The Phoenix-2014T TwoStream S2G network at its published size, random weights, and a
+    stand-in vocabulary of its 1,124 glosses."""
+    raw = yaml.safe_load(
+        (REPO / "experiments/configs/TwoStream/phoenix-2014t_s2g.yaml").read_text()
+    )
+    recognition = raw["model"]["RecognitionNetwork"]
+    recognition["pretrained_path_rgb"] = recognition["pretrained_path_keypoint"] = None
+    recognition["s3d"]["pretrained_ckpt"] = recognition["keypoint_s3d"]["pretrained_ckpt"] = (
+        "scratch"
+    )
+    glosses = ["<s>", "<pad>", "</s>", "<unk>", "<mask>", "zh_CN", "de_DE", "zh_CSL", "de_DGS"]
+    glosses += [f"g{i}" for i in range(1124 - len(glosses))]
+    (tmp / "gloss2ids.json").write_text(json.dumps({g: i for i, g in enumerate(glosses)}))
+    recognition["GlossTokenizer"]["gloss2id_file"] = str(tmp / "gloss2ids.json")
+    raw["training"]["model_dir"] = str(tmp / "s2g")
+    cfg = config_from_dict(raw, "<phoenix-2014t s2g>")
+    vocabs = build_vocabularies(cfg, tmp / "s2g", save=False)
+    stage = StageModel("s2g", cfg, build_task_model(cfg, vocabs).eval(), vocabs)
+    return Pipeline(s2g=stage, head="ensemble")
+
+
+def phoenix_rtf(seconds: float, precision: str, options: StreamOptions) -> dict:
+    """Compute per video second of the stream's recognition at Phoenix-2014T size (260 x 210
+    frames at 25 frames/s, keypoints given: MediaPipe's time is measured apart)."""
+    torch.manual_seed(0)
+    frames = phoenix_frames(int(seconds * FPS))
+    rng = np.random.default_rng(0)
+    points = rng.uniform([20, 20, 0.5], [190, 240, 1.0], (len(frames), 133, 3)).astype(np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        pipeline = phoenix_pipeline(Path(tmp))
+        engine = SignStream(pipeline, _replace(options, precision=precision), CPU)
+        started = time.perf_counter()
+        for i, frame in enumerate(frames):
+            engine.push(frame, i / FPS, points[i])
+        runs = sum(e.kind == "timing" for e in engine.events)
+        compute = time.perf_counter() - started
+    return {
+        "model": "Phoenix-2014T TwoStream S2G (published size, random weights)",
+        "precision": precision,
+        "seconds": seconds,
+        "runs": runs,
+        "realtime_factor": compute / seconds,
+        "seconds_per_run": compute / max(runs, 1),
+    }
+
+
+def _replace(options: StreamOptions, **changes) -> StreamOptions:
+    return StreamOptions(**{**options.__dict__, **changes})
+
+
+# -- output -------------------------------------------------------------------------------------------
+def print_table(rows: list[dict], base: dict) -> None:
+    print(
+        f"\noffline (each clip alone): WER {base['wer_offline']:.2f} (beam of the config), "
+        f"{base['wer_offline_greedy']:.2f} (best path); "
+        + (f"BLEU-4 {base['bleu4_offline']:.2f}; " if "bleu4_offline" in base else "")
+        + f"real-time factor {base['offline_realtime_factor']:.3f}"
+    )
+    print("| stride | look-ahead | window | WER | WER - offline | latency median | p95 | max "
+          "| glosses timed | BLEU-4 | real-time factor |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['stride']} | {r['lookahead']} | {r['window']} | {r['wer_stream']:.2f} | "
+            f"{r['wer_stream'] - base['wer_offline']:+.2f} | {_s(r['latency_median_s'])} | "
+            f"{_s(r['latency_p95_s'])} | {_s(r['latency_max_s'])} | {r['latencies']} | "
+            f"{r.get('bleu4_stream', float('nan')):.2f} | {r['realtime_factor']:.3f} |"
+        )
+
+
+def _s(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} s"
+
+
+def plot(rows: list[dict], base: dict, video: LongVideo, example: Streamed, reference: Offline,
+         path: Path) -> None:  # fmt: skip
+    """Left: latency against WER per stride:look-ahead; right: 12 s of the video, each
+    reference gloss from its start to its end (offline alignment) and its commit."""
+    figure = Figure(figsize=(13, 5), dpi=100, layout="constrained")
+    left, right = figure.subplots(1, 2, width_ratios=[1, 1.6])
+    for r in rows:
+        median, p95 = r["latency_median_s"], r["latency_p95_s"]
+        left.errorbar(r["wer_stream"], median, yerr=[[0], [p95 - median]], fmt="o", capsize=3)
+        left.annotate(f"{r['stride']}:{r['lookahead']}", (r["wer_stream"], median),
+                      textcoords="offset points", xytext=(5, -10), fontsize=8)  # fmt: skip
+    left.axvline(base["wer_offline"], color="0.5", linestyle="--", label="offline WER")
+    left.axvline(base["wer_offline"] + 3, color="0.5", linestyle=":", label="offline + 3")
+    left.axhline(1.0, color="tab:green", linestyle="--", label="goal: median 1.0 s")
+    left.axhline(1.5, color="tab:red", linestyle=":", label="goal: p95 1.5 s")
+    left.set(xlabel="WER of the committed glosses (%)", ylabel="latency: median, bar to p95 (s)",
+             title="stride:look-ahead (frames)")  # fmt: skip
+    left.legend(fontsize=8)
+    _timeline(right, video, example, reference)
+    figure.savefig(path)
+
+
+def _timeline(axis, video: LongVideo, run: Streamed, reference: Offline, span=(0.0, 12.0)):
+    for clip, spans in zip(video.clips, reference.spans, strict=True):
+        if clip.start / FPS > span[1]:
+            break
+        for gloss, (begin, end) in zip(clip.gloss.split(), spans, strict=True):
+            axis.barh(1, end - begin, left=begin, height=0.5, color="tab:blue", alpha=0.35,
+                      edgecolor="tab:blue")  # fmt: skip
+            axis.text((begin + end) / 2, 1, gloss, ha="center", va="center", fontsize=7)
+    for commit, when in run.commits:
+        if commit.end_s > span[1]:
+            break
+        axis.annotate("", xy=(when, 0), xytext=(commit.end_s, 0.72),
+                      arrowprops={"arrowstyle": "->", "color": "tab:orange"})  # fmt: skip
+        axis.text(when, -0.12, commit.gloss, ha="center", va="top", fontsize=7, rotation=60)
+    axis.set(xlim=span, ylim=(-0.9, 1.5), yticks=[0, 1], xlabel="video time (s)",
+             yticklabels=["committed", "reference\n(offline\nalignment)"],
+             title=f"arrows: a gloss's end (its span in the stream) -> its commit; "
+                   f"stride {run.options.stride_frames}, look-ahead {run.options.lookahead_frames}")  # fmt: skip
+
+
+# -- main ---------------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--run", type=Path, default=REPO / "experiments/outputs/demo")
+    parser.add_argument("--data", type=Path, default=REPO / "data/demo")
+    parser.add_argument("--clips", type=int, default=200, help="test clips in the video")
+    parser.add_argument("--gap", type=float, default=1.0, help="seconds of rest after each clip")
+    parser.add_argument("--grid", default="8:8,4:4,4:8,8:4,8:12,16:8",
+                        help="stride:look-ahead pairs (model frames)")  # fmt: skip
+    parser.add_argument("--window", type=int, default=StreamOptions.window_frames)
+    parser.add_argument("--pause", type=float, default=StreamOptions.pause_s)
+    parser.add_argument("--clock", choices=("simulated", "real"), default="simulated")
+    parser.add_argument("--phoenix-seconds", type=float, default=0.0,
+                        help="also stream this many seconds at Phoenix-2014T size (0: no)")  # fmt: skip
+    parser.add_argument("--precisions", default="fp32", help="for the Phoenix-size run")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--plot", type=Path, default=REPO / "docs/images/stream_latency.png")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    torch.manual_seed(0)
+    report: dict = {"threads": torch.get_num_threads(), "clock": args.clock, "rows": []}
+    if args.clips > 0:
+        pipeline = load_run(args.run, CPU)
+        video = long_video(args.data, args.clips, args.gap)
+        duration = len(video.frames) / FPS
+        print(f"video: {len(video.clips)} test clips, {len(video.frames)} frames ({duration:.1f} s), "
+              f"{pipeline.description}, head {pipeline.head}", flush=True)  # fmt: skip
+        reference = offline(pipeline, video)
+        report["offline"] = offline_row(video, reference)
+        runs = []
+        for pair in args.grid.split(","):
+            stride, lookahead = (int(v) for v in pair.split(":"))
+            options = StreamOptions(stride_frames=stride, lookahead_frames=lookahead,
+                                    window_frames=args.window, pause_s=args.pause)  # fmt: skip
+            runs.append(stream(pipeline, video, options, args.clock))
+            report["rows"].append(score(video, reference, runs[-1]))
+            print(f"  {pair}: {json.dumps(report['rows'][-1])}", flush=True)
+        print_table(report["rows"], report["offline"])
+        if args.plot:
+            plot(report["rows"], report["offline"], video, runs[0], reference, args.plot)
+            print(f"wrote {args.plot}")
+    for precision in filter(None, args.precisions.split(",")) if args.phoenix_seconds else ():
+        options = StreamOptions(window_frames=args.window)
+        report.setdefault("phoenix", []).append(
+            phoenix_rtf(args.phoenix_seconds, precision, options)
+        )
+        print(json.dumps(report["phoenix"][-1]), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""scripts/benchmark_stream.py on a scripted recogniser: the offline alignment, the commits'
+times on the video's clock, WER, latency and the table, with results known in advance."""
+
+import numpy as np
+import pytest
+
+from engine.streaming import StreamOptions
+from scripts import benchmark_stream as bench
+from tests.test_streaming import A, B, C, D, _frames, _pipeline, o
+
+# two clips: the class of every 4-frame step is written in its frames (tests/test_streaming.py)
+CLIPS = [("A B", [o, A, A, o, B, B, o]), ("C D A", [o, C, o, D, D, A, o])]
+GAP = 2  # steps of the clip's last frame after it
+
+
+def _video() -> bench.LongVideo:
+    frames, clips, start = [], [], 0
+    for gloss, steps in CLIPS:
+        held = _frames(steps + [steps[-1]] * GAP)
+        frames.append(held)
+        clips.append(bench.VideoClip(gloss.lower(), gloss, gloss.lower(), start, 4 * len(steps)))
+        start += len(held)
+    frames = np.concatenate(frames)
+    return bench.LongVideo(frames, np.zeros((len(frames), 133, 3), np.float32), clips, 4 * GAP)
+
+
+def test_offline_aligns_each_reference_gloss_to_its_steps_in_the_video():
+    video = _video()
+    reference = bench.offline(_pipeline(), video)
+    assert reference.glosses == reference.greedy == ["A B", "C D A"]
+    # A: steps 1-2 of clip 0, frames 4-11, ends at 12 / 25 s; clip 1 starts at frame 36
+    assert reference.spans[0] == [(4 / 25, 12 / 25), (16 / 25, 24 / 25)]
+    assert reference.spans[1][1] == pytest.approx(((36 + 12) / 25, (36 + 20) / 25))
+    row = bench.offline_row(video, reference)
+    assert row["wer_offline"] == row["wer_offline_greedy"] == 0.0
+
+
+@pytest.mark.parametrize(("stride", "lookahead"), [(4, 8), (8, 4)])
+def test_the_stream_scores_its_commits_against_the_references(stride, lookahead):
+    video = _video()
+    pipeline = _pipeline()
+    reference = bench.offline(pipeline, video)
+    options = StreamOptions(stride_frames=stride, lookahead_frames=lookahead, window_frames=32)
+    run = bench.stream(pipeline, video, options, "simulated")
+    row = bench.score(video, reference, run)
+    assert row["wer_stream"] == 0.0 and row["latencies"] == 5
+    # a gloss ending with step k is committed once step k + 1 is final: frame 4 (k + 2) +
+    # look-ahead has arrived, at the next run (every ``stride`` frames); frame i arrives at
+    # (i + 1) / 25 s, the gloss ends at 4 (k + 1) / 25 s; the clock adds the compute
+    expected = []
+    for commit, when in run.commits:
+        k = commit.steps[1]
+        needed = 4 * (k + 2) + lookahead
+        arrived = -(-needed // stride) * stride
+        expected.append((arrived - 4 * (k + 1)) / 25)
+        assert when >= arrived / 25
+    assert row["latency_median_s"] >= float(np.median(expected))
+    assert row["latency_max_s"] < max(expected) + 0.5
+    assert row["realtime_factor"] > 0 and row["behind_at_end_s"] >= 0
+
+
+def test_a_wrong_or_missing_commit_counts_as_an_error_and_is_not_timed():
+    video = _video()
+    reference = bench.offline(_pipeline(), video)
+    run = bench.stream(_pipeline(), video, StreamOptions(window_frames=32), "simulated")
+    run.commits = [c for c in run.commits if c[0].gloss != "D"]  # one deletion
+    row = bench.score(video, reference, run)
+    assert row["wer_stream"] == pytest.approx(100 / 5) and row["latencies"] == 4
+
+
+def test_the_table_and_plot_are_written(tmp_path, capsys):
+    video = _video()
+    pipeline = _pipeline()
+    reference = bench.offline(pipeline, video)
+    run = bench.stream(pipeline, video, StreamOptions(window_frames=32), "simulated")
+    rows, base = [bench.score(video, reference, run)], bench.offline_row(video, reference)
+    bench.print_table(rows, base)
+    assert "| 8 | 8 | 32 | 0.00 | +0.00 |" in capsys.readouterr().out
+    bench.plot(rows, base, video, run, reference, tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").stat().st_size > 1000
