@@ -336,6 +336,47 @@ def test_a_camera_that_cannot_be_opened_is_named():
         CameraSource(97)
 
 
+class _FakeCapture:
+    """cv2.VideoCapture of a camera that gives ``frames`` (BGR), then fails (``hang``:
+    blocks until released, as a frozen driver does)."""
+
+    def __init__(self, frames, hang=False):
+        self._frames, self._hang = [f[..., ::-1] for f in frames], hang
+        self.released, self._next = threading.Event(), None
+
+    def isOpened(self):  # OpenCV's name
+        return True
+
+    def read(self):
+        if self._frames:  # at 25 frames/s: the stream times frames by the clock
+            self._next = self._next or time.perf_counter()
+            time.sleep(max(0.0, self._next - time.perf_counter()))
+            self._next += 1 / 25
+            return True, self._frames.pop(0)
+        if self._hang:
+            self.released.wait(10)
+        return False, None
+
+    def release(self):
+        self.released.set()
+
+
+@pytest.mark.parametrize("hang", [False, True])
+def test_a_camera_that_stops_or_hangs_ends_the_stream_keeping_its_glosses(monkeypatch, hang):
+    capture = _FakeCapture(list(_frames(SCRIPT[:8])), hang)
+    monkeypatch.setattr(cv2, "VideoCapture", lambda index: capture)
+    stream = SignStream(_pipeline(), StreamOptions(stall_timeout_s=0.5))
+    started = time.perf_counter()
+    events = list(run_stream(stream, CameraSource(2)))
+    capture.release()  # a hung read returns when the camera is let go
+    assert time.perf_counter() - started < 8  # no hang
+    expected = (
+        "camera 2: no frame for 0.5 s" if hang else "camera 2: stopped giving frames after 32"
+    )
+    assert expected in events[-1].error
+    assert [c.gloss for c in _commits(events)] == ["A", "B"]
+
+
 def test_a_source_at_real_time_is_paced_and_json_lines_are_written():
     frames = _frames(SCRIPT[:6])
     started = time.perf_counter()
