@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.web_helpers import build_web_run
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -51,3 +53,9 @@ def _seed_and_threads():
     torch.manual_seed(0)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     yield
+
+
+@pytest.fixture(scope="session")
+def web_run(tmp_path_factory):
+    """A tiny trained run (S2G + G2T), a clip and translate.py's JSON of it: the web tests'."""
+    return build_web_run(tmp_path_factory.mktemp("web"))

@@ -13,7 +13,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = {"utils": 0, "dataset": 1, "modelling": 2, "engine": 3}
 TOP = 4  # the commands, scripts/ and preprocess/
-PROJECT = {*LAYERS, "preprocess", "scripts", "training", "prediction", "extract_feature"}
+COMMANDS = ("training", "prediction", "extract_feature", "translate", "serve")
+PROJECT = {*LAYERS, "preprocess", "scripts", *COMMANDS}
 
 
 def _sources() -> list[Path]:
