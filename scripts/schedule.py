@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 from dataset.annotations import load_annotations  # noqa: E402
 from dataset.frames import ZipFrameReader, phoenix2014t_member  # noqa: E402
 from dataset.synthetic import ensure_demo_dataset  # noqa: E402
-from engine.evaluation import format_table  # noqa: E402
+from engine.evaluation import coverage_notes, format_table  # noqa: E402
 from engine.run_folder import make_portable  # noqa: E402
 from utils.cli import add_override_argument  # noqa: E402
 from utils.config import head_input_name  # noqa: E402
@@ -174,8 +174,11 @@ def print_results(output_root: Path, names: list[str]) -> None:
         path = output_root / name / "results.json"
         if path.is_file():
             results = json.loads(path.read_text(encoding="utf-8"))
-            metrics = {split: values for split, values in results.items() if split != "decoding"}
-            print(f"\n== {name} ({path})\n{format_table(metrics)}", flush=True)
+            coverage = results.get("coverage", {})  # what each split's figures cover
+            metrics = {s: v for s, v in results.items() if s not in ("decoding", "coverage")}
+            notes = [f"note: {n}" for s, c in coverage.items() for n in coverage_notes(s, c)]
+            table = "\n".join([format_table(metrics), *notes])
+            print(f"\n== {name} ({path})\n{table}", flush=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
