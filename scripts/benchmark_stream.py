@@ -50,8 +50,15 @@ from matplotlib.figure import Figure  # noqa: E402
 from dataset.annotations import load_annotations  # noqa: E402
 from dataset.frames import ZipFrameReader, phoenix2014t_member  # noqa: E402
 from engine.experiment import build_task_model, build_vocabularies  # noqa: E402
-from engine.streaming import CommittedGloss, SentenceEnd, SignStream, StreamOptions  # noqa: E402
+from engine.streaming import (  # noqa: E402
+    CommittedGloss,
+    RunTiming,
+    SentenceEnd,
+    SignStream,
+    StreamOptions,
+)
 from engine.video_inference import (  # noqa: E402
+    PIPELINES,
     Pipeline,
     StageModel,
     load_run,
@@ -149,6 +156,7 @@ class Streamed:
     options: StreamOptions
     commits: list[tuple[CommittedGloss, float]] = field(default_factory=list)  # event, time (s)
     sentences: list[SentenceEnd] = field(default_factory=list)
+    runs: list[float] = field(default_factory=list)  # seconds of each recognition run
     compute_s: float = 0.0
     finished_s: float = 0.0  # when the last event came, on the video's clock
 
@@ -188,6 +196,8 @@ def _timed_call(call, args: tuple, now: float, emitted: list, result: Streamed) 
             result.commits.append((event, when))
         elif isinstance(event, SentenceEnd):
             result.sentences.append(event)
+        elif isinstance(event, RunTiming):
+            result.runs.append(event.recognition_s)
         result.finished_s = when
     return now + spent
 
@@ -211,12 +221,15 @@ def score(video: LongVideo, reference: Offline, run: Streamed) -> dict:
         "stride": run.options.stride_frames,
         "lookahead": run.options.lookahead_frames,
         "window": run.options.window_frames,
+        "precision": run.options.precision,
         "wer_stream": recognition_wer(references, streamed, "demo")["wer"],
         "latency_median_s": float(np.median(latencies)) if latencies else None,
         "latency_p95_s": float(np.percentile(latencies, 95)) if latencies else None,
         "latency_max_s": float(np.max(latencies)) if latencies else None,
         "latencies": len(latencies),
         "realtime_factor": run.compute_s / duration,
+        "recognition_s_per_run": float(np.mean(run.runs)) if run.runs else None,
+        "recognition_realtime_factor": sum(run.runs) / duration,
         "behind_at_end_s": run.finished_s - duration,
     }
     if any(t is not None for t in reference.texts):
@@ -276,7 +289,9 @@ def phoenix_pipeline(tmp: Path) -> Pipeline:
 
 def phoenix_rtf(seconds: float, precision: str, options: StreamOptions) -> dict:
     """Compute per video second of the stream's recognition at Phoenix-2014T size (260 x 210
-    frames at 25 frames/s, keypoints given: MediaPipe's time is measured apart)."""
+    frames at 25 frames/s, keypoints given: MediaPipe's time is measured apart). The steady
+    state: runs over a full window, one every ``stride_frames`` frames (the first runs, over
+    the frames so far, are shorter)."""
     torch.manual_seed(0)
     frames = phoenix_frames(int(seconds * FPS))
     rng = np.random.default_rng(0)
@@ -284,18 +299,26 @@ def phoenix_rtf(seconds: float, precision: str, options: StreamOptions) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         pipeline = phoenix_pipeline(Path(tmp))
         engine = SignStream(pipeline, _replace(options, precision=precision), CPU)
-        started = time.perf_counter()
         for i, frame in enumerate(frames):
             engine.push(frame, i / FPS, points[i])
-        runs = sum(e.kind == "timing" for e in engine.events)
-        compute = time.perf_counter() - started
+            if i == 0 or (i + 1) % (4 * options.stride_frames) == 0:
+                print(f"  Phoenix size, {precision}: {i + 1} of {len(frames)} frames", flush=True)
+    full = [
+        e.recognition_s
+        for e in engine.events
+        if isinstance(e, RunTiming) and e.window[1] - e.window[0] == options.window_frames
+    ]
+    if not full:
+        raise SystemExit(f"--phoenix-seconds {seconds}: too short for a full window")
+    per_run = float(np.median(full))
     return {
         "model": "Phoenix-2014T TwoStream S2G (published size, random weights)",
         "precision": precision,
-        "seconds": seconds,
-        "runs": runs,
-        "realtime_factor": compute / seconds,
-        "seconds_per_run": compute / max(runs, 1),
+        "window": options.window_frames,
+        "stride": options.stride_frames,
+        "full_window_runs": len(full),
+        "seconds_per_run": per_run,
+        "realtime_factor": per_run * FPS / options.stride_frames,
     }
 
 
@@ -311,15 +334,17 @@ def print_table(rows: list[dict], base: dict) -> None:
         + (f"BLEU-4 {base['bleu4_offline']:.2f}; " if "bleu4_offline" in base else "")
         + f"real-time factor {base['offline_realtime_factor']:.3f}"
     )
-    print("| stride | look-ahead | window | WER | WER - offline | latency median | p95 | max "
-          "| glosses timed | BLEU-4 | real-time factor |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| stride | look-ahead | window | precision | WER | WER - offline | latency median | p95 "
+          "| max | glosses timed | BLEU-4 | s per run | real-time factor (all / recognition) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['stride']} | {r['lookahead']} | {r['window']} | {r['wer_stream']:.2f} | "
-            f"{r['wer_stream'] - base['wer_offline']:+.2f} | {_s(r['latency_median_s'])} | "
-            f"{_s(r['latency_p95_s'])} | {_s(r['latency_max_s'])} | {r['latencies']} | "
-            f"{r.get('bleu4_stream', float('nan')):.2f} | {r['realtime_factor']:.3f} |"
+            f"| {r['stride']} | {r['lookahead']} | {r['window']} | {r['precision']} | "
+            f"{r['wer_stream']:.2f} | {r['wer_stream'] - base['wer_offline']:+.2f} | "
+            f"{_s(r['latency_median_s'])} | {_s(r['latency_p95_s'])} | "
+            f"{_s(r['latency_max_s'])} | {r['latencies']} | "
+            f"{r.get('bleu4_stream', float('nan')):.2f} | {_s(r['recognition_s_per_run'])} | "
+            f"{r['realtime_factor']:.3f} / {r['recognition_realtime_factor']:.3f} |"
         )
 
 
@@ -382,6 +407,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="stride:look-ahead pairs (model frames)")  # fmt: skip
     parser.add_argument("--window", type=int, default=StreamOptions.window_frames)
     parser.add_argument("--pause", type=float, default=StreamOptions.pause_s)
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                        help="of the demo's rows")  # fmt: skip
+    parser.add_argument("--pipeline", default="auto", choices=PIPELINES,
+                        help="the run's models (glosses: S2G alone)")  # fmt: skip
+    parser.add_argument("--no-text-updates", action="store_true",
+                        help="no G2T of the open sentence at every commit")  # fmt: skip
     parser.add_argument("--clock", choices=("simulated", "real"), default="simulated")
     parser.add_argument("--phoenix-seconds", type=float, default=0.0,
                         help="also stream this many seconds at Phoenix-2014T size (0: no)")  # fmt: skip
@@ -396,7 +427,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(0)
     report: dict = {"threads": torch.get_num_threads(), "clock": args.clock, "rows": []}
     if args.clips > 0:
-        pipeline = load_run(args.run, CPU)
+        pipeline = load_run(args.run, CPU, args.pipeline)
         video = long_video(args.data, args.clips, args.gap)
         duration = len(video.frames) / FPS
         print(f"video: {len(video.clips)} test clips, {len(video.frames)} frames ({duration:.1f} s), "
@@ -406,8 +437,11 @@ def main(argv: list[str] | None = None) -> dict:
         runs = []
         for pair in args.grid.split(","):
             stride, lookahead = (int(v) for v in pair.split(":"))
-            options = StreamOptions(stride_frames=stride, lookahead_frames=lookahead,
-                                    window_frames=args.window, pause_s=args.pause)  # fmt: skip
+            options = StreamOptions(
+                stride_frames=stride, lookahead_frames=lookahead, window_frames=args.window,
+                pause_s=args.pause, precision=args.precision,
+                update_text=not args.no_text_updates,
+            )  # fmt: skip
             runs.append(stream(pipeline, video, options, args.clock))
             report["rows"].append(score(video, reference, runs[-1]))
             print(f"  {pair}: {json.dumps(report['rows'][-1])}", flush=True)

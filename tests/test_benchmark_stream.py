@@ -75,6 +75,6 @@ def test_the_table_and_plot_are_written(tmp_path, capsys):
     run = bench.stream(pipeline, video, StreamOptions(window_frames=32), "simulated")
     rows, base = [bench.score(video, reference, run)], bench.offline_row(video, reference)
     bench.print_table(rows, base)
-    assert "| 8 | 8 | 32 | 0.00 | +0.00 |" in capsys.readouterr().out
+    assert "| 8 | 8 | 32 | fp32 | 0.00 | +0.00 |" in capsys.readouterr().out
     bench.plot(rows, base, video, run, reference, tmp_path / "plot.png")
     assert (tmp_path / "plot.png").stat().st_size > 1000
