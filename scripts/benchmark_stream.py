@@ -360,8 +360,13 @@ def plot(rows: list[dict], base: dict, video: LongVideo, example: Streamed, refe
     left, right = figure.subplots(1, 2, width_ratios=[1, 1.6])
     for r in rows:
         median, p95 = r["latency_median_s"], r["latency_p95_s"]
+        if median is None:  # no gloss recognised correctly: nothing to time
+            continue
         left.errorbar(r["wer_stream"], median, yerr=[[0], [p95 - median]], fmt="o", capsize=3)
-        left.annotate(f"{r['stride']}:{r['lookahead']}", (r["wer_stream"], median),
+        label = f"{r['stride']}:{r['lookahead']}" + (
+            f":{r['window']}" if r["window"] != StreamOptions.window_frames else ""
+        )
+        left.annotate(label, (r["wer_stream"], median),
                       textcoords="offset points", xytext=(5, -10), fontsize=8)  # fmt: skip
     left.axvline(base["wer_offline"], color="0.5", linestyle="--", label="offline WER")
     left.axvline(base["wer_offline"] + 3, color="0.5", linestyle=":", label="offline + 3")
@@ -404,7 +409,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clips", type=int, default=200, help="test clips in the video")
     parser.add_argument("--gap", type=float, default=1.0, help="seconds of rest after each clip")
     parser.add_argument("--grid", default="8:8,4:4,4:8,8:4,8:12,16:8",
-                        help="stride:look-ahead pairs (model frames)")  # fmt: skip
+                        help="stride:look-ahead[:window] (model frames; window default "
+                             "--window), comma-separated")  # fmt: skip
     parser.add_argument("--window", type=int, default=StreamOptions.window_frames)
     parser.add_argument("--pause", type=float, default=StreamOptions.pause_s)
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
@@ -436,9 +442,9 @@ def main(argv: list[str] | None = None) -> dict:
         report["offline"] = offline_row(video, reference)
         runs = []
         for pair in args.grid.split(","):
-            stride, lookahead = (int(v) for v in pair.split(":"))
+            stride, lookahead, window = (*(int(v) for v in pair.split(":")), args.window)[:3]
             options = StreamOptions(
-                stride_frames=stride, lookahead_frames=lookahead, window_frames=args.window,
+                stride_frames=stride, lookahead_frames=lookahead, window_frames=window,
                 pause_s=args.pause, precision=args.precision,
                 update_text=not args.no_text_updates,
             )  # fmt: skip
