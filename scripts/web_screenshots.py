@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     frames = service.demo_recording(args.clip).frames
     fake = write_y4m(frames, 25, service.jobs.root / "camera.y4m")
     with ServerThread(create_app(service)) as server:
-        browser = Chromium(camera=fake, size=(1000, 1250))
+        browser = Chromium(camera=fake, size=(1000, 1700))
         try:
             recording(browser, server.url, args.clip, args.output / "web_recording.png")
             camera(browser, server.url, args.camera_seconds, args.output / "web_camera.png")

@@ -19,12 +19,7 @@ async function loadInfo() {
   info = await response.json();
   $("models").textContent = `Models: ${info.pipeline} (reported head ${info.head}), `
     + `${info.fps} frames/s${info.reads_keypoints ? ", with keypoints" : ""}.`;
-  if (info.caveat) {
-    fail($("caveat"), info.caveat);
-    document.querySelector(".camera-caveat").textContent = info.caveat;
-  } else {
-    show(document.querySelector(".camera-caveat"), false);
-  }
+  if (info.caveat) fail($("caveat"), info.caveat); // shown above both modes
   const limits = info.limits;
   $("limits").textContent = `at most ${limits.max_upload_mb} MB and ${limits.max_seconds} s`;
   for (const clip of info.demo_clips) {
