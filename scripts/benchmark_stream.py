@@ -58,10 +58,14 @@ from engine.streaming import (  # noqa: E402
     StreamOptions,
 )
 from engine.video_inference import (  # noqa: E402
+    HEAD_STRIDE,
     PIPELINES,
     Pipeline,
     StageModel,
     load_run,
+    prepare_clip,
+    recognise,
+    recognise_window,
     step_span,
     translate_clip,
 )
@@ -264,6 +268,29 @@ def offline_row(video: LongVideo, reference: Offline) -> dict:
     return row
 
 
+# -- the look-ahead the model needs ----------------------------------------------------------------
+def lookahead_agreement(pipeline: Pipeline, video: LongVideo, window: int, count: int) -> dict:
+    """How often a step's best class in a window ending ``f`` frames after the step equals
+    its class with the whole video in view, per ``f`` (0, 4, ..., window - 4): ``count``
+    windows ending at evenly spaced points of the video. The look-ahead the model's
+    receptive field asks for is where this reaches 1."""
+    stage, head = pipeline.s2g, pipeline.head
+    clip = prepare_clip(video.frames, FPS, stage.cfg, video.keypoints, {"path": "the video"})
+    full = recognise(stage, clip, head, CPU).log_probs.argmax(-1)
+    steps = window // HEAD_STRIDE
+    ends = np.linspace(window, len(clip.frames) // HEAD_STRIDE * HEAD_STRIDE, count)
+    agree, seen = np.zeros(steps), np.zeros(steps)
+    for end in (int(e) // HEAD_STRIDE * HEAD_STRIDE for e in ends):
+        output = recognise_window(stage, clip, end - window, end, head, CPU)
+        labels = output.heads[head].log_probs[0].float().argmax(-1).numpy()
+        first = (end - window) // HEAD_STRIDE
+        after = np.arange(steps)[::-1]  # steps between each step and the window's end
+        agree[after] += labels == full[first : first + steps]
+        seen[after] += 1
+    return {"lookahead_frames": [HEAD_STRIDE * a for a in range(steps)],
+            "agreement": (agree / seen).tolist(), "windows": count}  # fmt: skip
+
+
 # -- published sizes -------------------------------------------------------------------------------
 def phoenix_pipeline(tmp: Path) -> Pipeline:
     """The Phoenix-2014T TwoStream S2G network at its published size, random weights, and a
@@ -353,11 +380,16 @@ def _s(value: float | None) -> str:
 
 
 def plot(rows: list[dict], base: dict, video: LongVideo, example: Streamed, reference: Offline,
-         path: Path) -> None:  # fmt: skip
-    """Left: latency against WER per stride:look-ahead; right: 12 s of the video, each
+         path: Path, agreement: dict | None = None) -> None:  # fmt: skip
+    """Left: latency against WER per stride:look-ahead; middle (with ``agreement``): a step's
+    class against the frames after it in the window; right: 12 s of the video, each
     reference gloss from its start to its end (offline alignment) and its commit."""
-    figure = Figure(figsize=(13, 5), dpi=100, layout="constrained")
-    left, right = figure.subplots(1, 2, width_ratios=[1, 1.6])
+    widths = [1, 0.7, 1.6] if agreement else [1, 1.6]
+    figure = Figure(figsize=(6 + 7 * sum(widths) / 2.6, 5), dpi=80, layout="constrained")
+    axes = figure.subplots(1, len(widths), width_ratios=widths)
+    left, right = axes[0], axes[-1]
+    if agreement:
+        _agreement(axes[1], agreement)
     for r in rows:
         median, p95 = r["latency_median_s"], r["latency_p95_s"]
         if median is None:  # no gloss recognised correctly: nothing to time
@@ -377,6 +409,15 @@ def plot(rows: list[dict], base: dict, video: LongVideo, example: Streamed, refe
     left.legend(fontsize=8)
     _timeline(right, video, example, reference)
     figure.savefig(path)
+
+
+def _agreement(axis, agreement: dict) -> None:
+    percent = 100 * np.asarray(agreement["agreement"])
+    axis.plot(agreement["lookahead_frames"], percent, "o-")
+    axis.set(xlabel="frames after the step in its window", ylim=(min(percent.min(), 90) - 2, 100.5),
+             ylabel="best class as with the whole video (%)",
+             title=f"look-ahead the model needs ({agreement['windows']} windows)")  # fmt: skip
+    axis.grid(alpha=0.3)
 
 
 def _timeline(axis, video: LongVideo, run: Streamed, reference: Offline, span=(0.0, 12.0)):
@@ -423,6 +464,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--phoenix-seconds", type=float, default=0.0,
                         help="also stream this many seconds at Phoenix-2014T size (0: no)")  # fmt: skip
     parser.add_argument("--precisions", default="fp32", help="for the Phoenix-size run")
+    parser.add_argument("--agreement", type=int, default=40,
+                        help="windows for the look-ahead the model needs (0: not measured)")  # fmt: skip
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path, default=REPO / "docs/images/stream_latency.png")
     return parser.parse_args(argv)
@@ -452,8 +495,12 @@ def main(argv: list[str] | None = None) -> dict:
             report["rows"].append(score(video, reference, runs[-1]))
             print(f"  {pair}: {json.dumps(report['rows'][-1])}", flush=True)
         print_table(report["rows"], report["offline"])
+        if args.agreement:
+            report["agreement"] = lookahead_agreement(pipeline, video, args.window, args.agreement)
+            print(f"look-ahead the model needs: {json.dumps(report['agreement'])}", flush=True)
         if args.plot:
-            plot(report["rows"], report["offline"], video, runs[0], reference, args.plot)
+            plot(report["rows"], report["offline"], video, runs[0], reference, args.plot,
+                 report.get("agreement"))  # fmt: skip
             print(f"wrote {args.plot}")
     for precision in filter(None, args.precisions.split(",")) if args.phoenix_seconds else ():
         options = StreamOptions(window_frames=args.window)

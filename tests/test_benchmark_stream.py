@@ -76,5 +76,18 @@ def test_the_table_and_plot_are_written(tmp_path, capsys):
     rows, base = [bench.score(video, reference, run)], bench.offline_row(video, reference)
     bench.print_table(rows, base)
     assert "| 8 | 8 | 32 | fp32 | 0.00 | +0.00 |" in capsys.readouterr().out
-    bench.plot(rows, base, video, run, reference, tmp_path / "plot.png")
+    agreement = bench.lookahead_agreement(pipeline, video, 24, 4)
+    bench.plot(rows, base, video, run, reference, tmp_path / "plot.png", agreement)
     assert (tmp_path / "plot.png").stat().st_size > 1000
+
+
+def test_the_look_ahead_the_model_needs_is_where_windows_agree_with_the_whole_video():
+    """A model blind to its window's last 2 steps needs 8 frames after a step."""
+    video = _video()
+    agreement = bench.lookahead_agreement(_pipeline(blind_steps=2), video, 24, 12)
+    assert agreement["lookahead_frames"] == [0, 4, 8, 12, 16, 20]
+    share = dict(zip(agreement["lookahead_frames"], agreement["agreement"], strict=True))
+    assert share[0] < 1 and share[4] < 1
+    assert all(share[f] == 1 for f in (8, 12, 16, 20))
+    seeing = bench.lookahead_agreement(_pipeline(), video, 24, 12)["agreement"]
+    assert seeing == [1.0] * 6
