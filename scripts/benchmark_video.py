@@ -1,15 +1,28 @@
 """Time and memory of one-video translation at published sizes (prints a table, writes JSON).
 
-    python scripts/benchmark_video.py                      # a 10-second video, CPU
-    python scripts/benchmark_video.py --seconds 10 --json video.json
+    python scripts/benchmark_video.py                          # a 10-second video, CPU, fp32
+    python scripts/benchmark_video.py --precisions fp32,bf16   # both, and their gloss agreement
+    python scripts/benchmark_video.py --text-tokens 0          # hypotheses to the length limit
 
 The Phoenix-2014T TwoStream S2G network, the three S2T networks (video, keypoint, joint; the
 mBART-large architecture with a word vocabulary of the Phoenix-2014T training texts when
 ``../shared`` has them, else of 3,000 words) and their multi-source ensemble, all with random
-weights: only the time counts. The video: ``--seconds`` of Phoenix-sized frames (260 x 210
-at 25 frames/s) of matplotlib's sample photograph; keypoints from MediaPipe Holistic. Reports
-the time of each step of ``engine.video_inference.translate_clip`` (keypoints, recognition,
-translation) and the peak resident memory during each (sampled every 20 ms).
+weights (seeded): only the time counts. They are written once, outside the measurement, as a
+run folder of the staged schedule (each stage's ``inference.yaml`` and its weights as
+``model.safetensors``, or ``ckpts/best.ckpt`` with ``--weights ckpt``; ``--workdir`` keeps it
+for the next run), and the measurement loads that folder as ``translate.py --run`` does
+(:func:`engine.video_inference.load_run`). The video: ``--seconds`` of Phoenix-sized frames
+(260 x 210 at 25 frames/s) of matplotlib's sample photograph; keypoints from MediaPipe Holistic.
+
+Random weights never produce ``</s>``, so a hypothesis would run to the length limit (100);
+``--text-tokens N`` (default 15, the mean length of a Phoenix-2014T training text in words)
+sets the ensemble's maximum length so that every hypothesis has N tokens, the length a
+trained model stops at; ``--text-tokens 0`` keeps the published limit.
+
+Reports the time of each step (loading the models, then
+:func:`engine.video_inference.translate_clip`'s keypoints, recognition and translation), the
+real-time factor (compute seconds per second of video, loading left out), and the peak
+resident memory of each step and of the whole measurement (sampled every 10 ms).
 """
 
 from __future__ import annotations
@@ -17,8 +30,10 @@ from __future__ import annotations
 import argparse
 import copy
 import gzip
+import inspect
 import json
 import pickle
+import subprocess
 import sys
 import tempfile
 import threading
@@ -33,17 +48,21 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from engine.experiment import build_task_model, build_vocabularies  # noqa: E402
-from engine.video_inference import Pipeline, StageModel, translate_clip  # noqa: E402
-from modelling.ensemble import TranslationEnsemble  # noqa: E402
-from modelling.sign_language_model import EnsembleSignToText  # noqa: E402
+from engine.run_folder import write_inference_config  # noqa: E402
+from engine.video_inference import load_run, translate_clip  # noqa: E402
 from preprocess.extract_keypoints import keypoints_of_frames  # noqa: E402
 from preprocess.pose_estimators import build_estimator  # noqa: E402
 from scripts.benchmark_keypoints import phoenix_frames  # noqa: E402
 from scripts.benchmark_translation import MBART_LARGE  # noqa: E402
+from utils.checkpoints import PACKED_WEIGHTS, atomic_save  # noqa: E402
 from utils.config import config_from_dict  # noqa: E402
+from utils.files import write_safetensors  # noqa: E402
 
 CONFIGS = REPO / "experiments" / "configs" / "TwoStream"
 SHARED = REPO.parent / "shared" / "data" / "phoenix-2014t"
+S2T_STREAMS = ("video", "keypoint", "joint")
+PHOENIX_TEXT_WORDS = 15  # mean words of a Phoenix-2014T training text: 14.96
+GB = 1e9
 
 
 class PeakMemory:
@@ -58,11 +77,12 @@ class PeakMemory:
     def __exit__(self, *exc) -> None:
         self._running = False
         self._thread.join()
+        self.peak = max(self.peak, self._rss())
 
     def _sample(self) -> None:
         while self._running:
             self.peak = max(self.peak, self._rss())
-            time.sleep(0.02)
+            time.sleep(0.01)
 
     @staticmethod
     def _rss() -> int:
@@ -72,6 +92,7 @@ class PeakMemory:
         return 0
 
 
+# -- the run folder (written once, not measured) ---------------------------------------------
 def _files(tmp: Path) -> dict[str, Path]:
     """The vocabulary files the configs name: the shared Phoenix-2014T ones, or stand-ins."""
     files = {"gloss2ids": SHARED / "gloss2ids.pkl", "train": SHARED / "phoenix-2014t.train"}
@@ -96,7 +117,7 @@ def _s2g(files: dict[str, Path]) -> dict:
     return raw
 
 
-def _s2t(stream: str, files: dict[str, Path], s2g: dict) -> dict:
+def _s2t(stream: str, files: dict[str, Path]) -> dict:
     raw = yaml.safe_load((CONFIGS / f"phoenix-2014t_s2t_{stream}.yaml").read_text())
     raw["data"]["train"] = str(files["train"])
     raw["training"]["load_ckpt"] = None
@@ -110,24 +131,114 @@ def _s2t(stream: str, files: dict[str, Path], s2g: dict) -> dict:
     return raw
 
 
-def _stage(name: str, raw: dict, model_dir: Path) -> StageModel:
+def _ensemble(s2t: dict, members: list[Path], text_tokens: int) -> dict:
+    """The S2T_Ensemble stage over ``members``' weights (its testing settings: 5 beams)."""
+    raw = {key: copy.deepcopy(s2t[key]) for key in ("data", "testing", "training")}
+    raw["task"] = "S2T_Ensemble"
+    section = copy.deepcopy(s2t["model"]["TranslationNetwork"])
+    section["load_ckpts"] = [str(path) for path in members]
+    raw["model"] = {"TranslationNetwork_Ensemble": section}
+    if text_tokens:  # the start token, N tokens, then </s> forced at the limit
+        raw["testing"]["cfg"]["translation"]["max_length"] = text_tokens + 2
+    return raw
+
+
+def _write_stage(name: str, raw: dict, run: Path, weights: str) -> Path:
+    """A stage folder: ``inference.yaml`` and the model's (seeded random) weights."""
+    stage = run / name
     raw = copy.deepcopy(raw)
-    raw["training"]["model_dir"] = str(model_dir / name)
+    raw["training"]["model_dir"] = str(stage)
     cfg = config_from_dict(raw, f"<{name}>")
-    vocabs = build_vocabularies(cfg, model_dir / name, save=True)
-    return StageModel(name, cfg, build_task_model(cfg, vocabs).eval(), vocabs)
+    vocabs = build_vocabularies(cfg, stage, save=True)
+    if cfg.task != "S2T_Ensemble":
+        state = build_task_model(cfg, vocabs).state_dict()
+        if weights == "ckpt":
+            atomic_save({"model_state": state}, stage / "ckpts" / "best.ckpt")
+        else:
+            write_safetensors(stage / PACKED_WEIGHTS, state)
+        del state
+    write_inference_config(cfg, vocabs, stage)
+    return stage / ("ckpts/best.ckpt" if weights == "ckpt" else PACKED_WEIGHTS)
 
 
-def build_pipeline(tmp: Path) -> Pipeline:
-    files = _files(tmp)
-    s2g_raw = _s2g(files)
-    s2g = _stage("s2g", s2g_raw, tmp)
-    s2t = [_stage(f"s2t_{s}", _s2t(s, files, s2g_raw), tmp) for s in ("video", "keypoint", "joint")]
-    members = [stage.model.translation_network for stage in s2t]
-    ensemble_model = EnsembleSignToText(TranslationEnsemble.from_networks(members)).eval()
-    ensemble_cfg = copy.deepcopy(s2t[0].cfg)  # its testing settings: 5 beams, as published
-    ensemble = StageModel("s2t_ensemble", ensemble_cfg, ensemble_model, s2t[0].vocabs)
-    return Pipeline(s2g=s2g, head="ensemble", s2t=s2t, ensemble=ensemble)
+def make_run(run: Path, weights: str, text_tokens: int) -> None:
+    """The run folder of the benchmark's models (random weights, seed 0)."""
+    torch.manual_seed(0)
+    run.mkdir(parents=True, exist_ok=True)
+    files = _files(run)
+    _write_stage("s2g", _s2g(files), run, weights)
+    paths = [_write_stage(f"s2t_{s}", _s2t(s, files), run, weights) for s in S2T_STREAMS]
+    ensemble = _ensemble(_s2t("joint", files), [paths[2], paths[0], paths[1]], text_tokens)
+    _write_stage("s2t_ensemble", ensemble, run, weights)  # members ordered as published
+
+
+def _ensure_run(workdir: Path, weights: str, text_tokens: int) -> Path:
+    """The run folder for these settings, written by a child process (its memory stays out)."""
+    run = workdir / f"run-{weights}-{text_tokens}"
+    if not (run / "s2t_ensemble" / "inference.yaml").is_file():
+        started = time.perf_counter()
+        command = [sys.executable, __file__, "--make-run", str(run), "--weights", weights,
+                   "--text-tokens", str(text_tokens)]  # fmt: skip
+        subprocess.run(command, check=True)
+        print(f"wrote the run folder {run} in {time.perf_counter() - started:.1f} s")
+    return run
+
+
+# -- the measurement --------------------------------------------------------------------------
+def _translate(pipeline, frames, keypoints, precision: str):
+    """translate_clip at ``precision`` (code without the switch runs fp32 only)."""
+    options = {}
+    if "precision" in inspect.signature(translate_clip).parameters:
+        options["precision"] = precision
+    elif precision != "fp32":
+        raise SystemExit("this version of translate_clip has no precision switch")
+    return translate_clip(pipeline, frames, 25.0, torch.device("cpu"), keypoints, **options)
+
+
+def measure(run: Path, frames: np.ndarray, precisions: list[str], seconds: float) -> dict:
+    """Load the run (timed), then translate the clip once per precision."""
+    estimator = build_estimator("mediapipe")
+    cached: dict[str, np.ndarray] = {}
+    peaks: dict[str, float] = {}
+
+    def keypoints(video):
+        if "points" not in cached:  # the estimator runs once: the same points for each precision
+            with PeakMemory() as memory:
+                cached["points"] = keypoints_of_frames(estimator, video)[0]
+            peaks["keypoints"] = memory.peak / GB
+        return cached["points"]
+
+    report: dict = {"rows": []}
+    with PeakMemory() as whole:
+        with PeakMemory() as memory:
+            started = time.perf_counter()
+            pipeline = load_run(run, torch.device("cpu"))
+            report["loading the models_s"] = time.perf_counter() - started
+        peaks["loading"] = memory.peak / GB
+        for precision in precisions:
+            with PeakMemory() as memory:
+                result = _translate(pipeline, frames, keypoints, precision)
+            compute = sum(result.timings_s.values())
+            report["rows"].append({
+                "precision": precision, **{f"{k}_s": v for k, v in result.timings_s.items()},
+                "rtf": compute / seconds, "peak_rss_gb": memory.peak / GB,
+                "glosses": result.gloss_text, "text_tokens": len((result.text or "").split()),
+                "windows": result.model["windows"],
+            })  # fmt: skip
+    peaks["whole measurement"] = whole.peak / GB
+    report["peak_rss_gb"] = peaks
+    return report
+
+
+def gloss_agreement(first: str, second: str) -> dict:
+    """Glosses in common position by position, and the edit distance between the sequences."""
+    a, b = first.split(), second.split()
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        previous, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (x != y))
+    return {"same": a == b, "glosses": [len(a), len(b)], "edit_distance": row[-1]}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -135,36 +246,40 @@ def main(argv: list[str] | None = None) -> dict:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--precisions", default="fp32", help="comma-separated: fp32, bf16, auto")
+    parser.add_argument("--text-tokens", type=int, default=PHOENIX_TEXT_WORDS,
+                        help="tokens per hypothesis (0: the published length limit)")  # fmt: skip
+    parser.add_argument("--weights", choices=("safetensors", "ckpt"), default="safetensors")
+    parser.add_argument("--workdir", type=Path, help="keeps the run folder (default: temporary)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--make-run", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    torch.manual_seed(0)
+    if args.make_run is not None:
+        make_run(args.make_run, args.weights, args.text_tokens)
+        return {}
+    if args.threads:
+        torch.set_num_threads(args.threads)
     frames = np.stack(phoenix_frames(int(args.seconds * 25)))
-    estimator = build_estimator("mediapipe")
     with tempfile.TemporaryDirectory() as tmp:
-        started = time.perf_counter()
-        pipeline = build_pipeline(Path(tmp))
-        build_s = time.perf_counter() - started
-        peaks = {}
-
-        def keypoints(video):
-            with PeakMemory() as memory:
-                points = keypoints_of_frames(estimator, video)[0]
-            peaks["keypoints"] = memory.peak
-            return points
-
-        with PeakMemory() as memory:
-            result = translate_clip(pipeline, frames, 25.0, torch.device("cpu"), keypoints)
-        peaks["overall"] = memory.peak
+        run = _ensure_run(args.workdir or Path(tmp), args.weights, args.text_tokens)
+        report = measure(run, frames, args.precisions.split(","), args.seconds)
     report = {
         "video": f"{len(frames)} frames, 260 x 210, 25 frames/s ({args.seconds:g} s)",
         "threads": torch.get_num_threads(),
-        "building the models_s": build_s,
-        **{f"{k}_s": v for k, v in result.timings_s.items()},
-        "peak_rss_gb": {k: v / 1e9 for k, v in peaks.items()},
-        "text_tokens": len(result.text.split()),
+        "weights": args.weights,
+        "text_tokens_limit": args.text_tokens or "published (100)",
+        **report,
     }
-    for key, value in report.items():
-        print(f"{key:>22}: {value}")
+    rows = report["rows"]
+    if len(rows) > 1:
+        report["gloss_agreement"] = {
+            f"{row['precision']} vs {rows[0]['precision']}": gloss_agreement(
+                rows[0]["glosses"], row["glosses"]
+            )
+            for row in rows[1:]
+        }
+    print(json.dumps(report, indent=1))
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
     return report
