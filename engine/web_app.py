@@ -4,7 +4,8 @@
 
 * ``GET /`` the page (``engine/web_page/``: HTML, JS and CSS of our own, no CDN: it works
   offline), ``GET /api/info`` the models, the limits and the demo clips;
-* **recording mode**: ``POST /api/jobs`` (an upload, checked by :mod:`engine.web_jobs`) or
+* **recording mode**: ``POST /api/jobs?name=FILE`` (the video as the body, checked by
+  :mod:`engine.web_jobs`) or
   ``POST /api/demo/{n}`` (a test clip of the run's own data, with its keypoint file) queue a
   job; ``GET /api/jobs/{id}`` polls it (place in the queue, step, then translate.py's JSON);
   ``GET /api/jobs/{id}/{video|json|posteriors|overlay}`` its files;
@@ -35,7 +36,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from fastapi import FastAPI, UploadFile, WebSocket, WebSocketDisconnect
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -48,9 +49,9 @@ from engine.web_jobs import (
     JobQueue,
     Recording,
     UploadError,
+    UploadWriter,
     WebLimits,
     check_video,
-    read_upload,
     translate_recording,
 )
 from utils.errors import SignLanguageError
@@ -190,19 +191,28 @@ def create_app(service: WebService) -> FastAPI:
         return await run_in_threadpool(service.info)
 
     @app.post("/api/jobs")
-    async def upload(file: UploadFile) -> JSONResponse:
-        name = Path(file.filename or "upload").name[:120] or "upload"  # shown, never a path
-        folder = service.jobs.new_folder()
+    async def upload(request: Request, name: str = "upload") -> JSONResponse:
+        """The request's body is the video (not a form: it is refused as it arrives)."""
+        name = Path(name).name[:120] or "upload"  # shown, never a path
+        folder, queued = service.jobs.new_folder(), False
         try:
-            path = await run_in_threadpool(
-                read_upload, file.file, folder / "upload", service.limits, name
-            )
+            length = request.headers.get("content-length")
+            writer = UploadWriter(folder / "upload", service.limits, name, length)
+            try:
+                async for chunk in request.stream():
+                    writer.write(chunk)
+            finally:
+                writer.abort_if_open()
+            path = writer.close()
             recording = await run_in_threadpool(service.upload_recording, path, name)
             path.unlink()  # the frames are in memory; the folder keeps only results
-            return JSONResponse(service.queue(recording, folder), status_code=202)
+            answer, queued = service.queue(recording, folder), True
+            return JSONResponse(answer, status_code=202)
         except SignLanguageError as error:
-            shutil.rmtree(folder, ignore_errors=True)
             return _refusal(error)
+        finally:
+            if not queued:  # refused, or the client went away: nothing stays
+                shutil.rmtree(folder, ignore_errors=True)
 
     @app.post("/api/demo/{index}")
     async def demo(index: int) -> JSONResponse:

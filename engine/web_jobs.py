@@ -1,7 +1,7 @@
 """Recordings sent to the web page (``serve.py``): checked uploads, one worker, results kept a while.
 
-* :func:`read_upload` stores an upload in a folder the server made (the client's file name is
-  shown, never used as a path), refusing it past the size limit while it arrives.
+* :class:`UploadWriter` stores an upload in a folder the server made (the client's file name
+  is shown, never used as a path), refusing it past the size limit while it arrives.
 * :func:`check_video` opens it as a video and reads its frames, with a message a person can
   act on for a text file, an image, a truncated MP4 or a video that is too long.
 * :class:`JobQueue` runs the recordings one at a time in one worker thread (the models are
@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import cv2
 import numpy as np
@@ -39,7 +39,6 @@ from utils.errors import ConfigurationError, SignLanguageError
 
 logger = logging.getLogger(__name__)
 
-CHUNK = 1 << 20
 PLAYBACK_HEIGHT = 480  # the WebM the page plays is at most this tall (the JSON keeps the source's)
 RESULT_FILES = {  # name in the URL -> (file in the job's folder, media type)
     "video": ("video.webm", "video/webm"),
@@ -93,22 +92,43 @@ class WebLimits:
 
 
 # -- uploads ---------------------------------------------------------------------------------
-def read_upload(stream: BinaryIO, target: Path, limits: WebLimits, name: str) -> Path:
-    """Copy ``stream`` to ``target`` (a server-made path), refusing past the size limit."""
-    size = 0
-    with target.open("wb") as handle:
-        while chunk := stream.read(CHUNK):
-            size += len(chunk)
-            if size > limits.max_upload_bytes:
-                raise UploadError(
-                    f"{name}: larger than {limits.max_upload_mb:g} MB, the limit of this "
-                    "server (serve.py --max-upload-mb)",
-                    status=413,
-                )
-            handle.write(chunk)
-    if size == 0:
-        raise UploadError(f"{name}: the file is empty")
-    return target
+class UploadWriter:
+    """An upload written as it arrives to ``target`` (a server-made path), refused as soon as
+    it passes the size limit (declared or not)."""
+
+    def __init__(self, target: Path, limits: WebLimits, name: str, declared: str | None) -> None:
+        self.target, self.limits, self.name, self.size = target, limits, name, 0
+        if declared is not None and declared.isdigit():
+            self._check(int(declared))
+        self._handle = target.open("wb")
+
+    def _check(self, size: int) -> None:
+        if size > self.limits.max_upload_bytes:
+            raise UploadError(
+                f"{self.name}: larger than {self.limits.max_upload_mb:g} MB, the limit of this "
+                "server (serve.py --max-upload-mb)",
+                status=413,
+            )
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        self._check(self.size)
+        self._handle.write(chunk)
+
+    def abort_if_open(self) -> None:
+        """Close the file (the caller removes the folder when the upload went wrong)."""
+        self._handle.close()
+
+    def close(self) -> Path:
+        self._handle.close()
+        if self.size == 0:
+            raise UploadError(f"{self.name}: the file is empty")
+        return self.target
+
+
+def _head(path: Path) -> bytes:
+    with path.open("rb") as handle:
+        return handle.read(4096)
 
 
 def _kind_of(head: bytes) -> str | None:
@@ -128,7 +148,7 @@ def _kind_of(head: bytes) -> str | None:
 
 
 def _not_a_video(path: Path, name: str) -> UploadError:
-    head = path.read_bytes()[:4096]
+    head = _head(path)
     kind = _kind_of(head)
     if kind is not None:
         return UploadError(
@@ -153,7 +173,7 @@ def _too_long(name: str, seconds: float, limits: WebLimits) -> UploadError:
 def check_video(path: Path, limits: WebLimits, name: str) -> tuple[np.ndarray, float]:
     """The frames (uint8 RGB ``(N, h, w, 3)``, read as ``translate.py`` reads them) and the
     frame rate of the video at ``path``; :class:`UploadError` saying what is wrong."""
-    if _kind_of(path.read_bytes()[:4096]) is not None:  # OpenCV opens images as one frame
+    if _kind_of(_head(path)) is not None:  # OpenCV opens images as one frame
         raise _not_a_video(path, name)
     capture = cv2.VideoCapture(str(path))
     opened = capture.isOpened()

@@ -6,7 +6,6 @@ queue's places; results deleted; the camera's WebSocket gives the glosses that S
 gives for the frames it received.
 """
 
-import io
 import logging
 import struct
 import threading
@@ -52,7 +51,7 @@ def _finished(client, job, timeout=120.0):
 
 
 def _upload(client, name, content):
-    return client.post("/api/jobs", files={"file": (name, io.BytesIO(content), "video/mp4")})
+    return client.post("/api/jobs", params={"name": name}, content=content)
 
 
 def test_info_names_the_models_limits_and_demo_clips(client, web_run):
@@ -111,11 +110,17 @@ def _bad_uploads(web_run) -> dict:
 
 
 def test_bad_uploads_are_refused_with_a_message_and_the_server_goes_on(client, web_run):
+    root = client.app.state.service.jobs.root
+    folders = set(root.iterdir())
     for name, (content, message) in _bad_uploads(web_run).items():
         answer = _upload(client, name, content)
         assert answer.status_code in (400, 413), (name, answer.text)
         assert message in answer.json()["error"], (name, answer.json())
         assert answer.json()["error"].startswith(name), name
+    chunks = (bytes(2**16) for _ in range(32))  # no declared length: refused as it arrives
+    chunked = client.post("/api/jobs", params={"name": "stream.mp4"}, content=chunks)
+    assert chunked.status_code == 413 and "larger than 1 MB" in chunked.json()["error"]
+    assert set(root.iterdir()) == folders  # nothing of the refused uploads stays
     job = _finished(client, _upload(client, "clip.mp4", web_run["video"].read_bytes()).json())
     assert job["state"] == "done"
     assert client.get("/api/jobs/nothing").status_code == 404

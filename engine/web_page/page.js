@@ -239,9 +239,9 @@ $("tab-recording").onclick = () => selectTab("recording");
 $("tab-camera").onclick = () => selectTab("camera");
 $("upload-form").onsubmit = (event) => {
   event.preventDefault();
-  const body = new FormData();
-  body.append("file", $("upload-file").files[0]);
-  submitJob(fetch("/api/jobs", { method: "POST", body }));
+  const file = $("upload-file").files[0];
+  const name = encodeURIComponent(file.name);
+  submitJob(fetch(`/api/jobs?name=${name}`, { method: "POST", body: file }));
 };
 $("demo-form").onsubmit = (event) => {
   event.preventDefault();
