@@ -62,6 +62,7 @@ from engine.streaming import (
 from engine.video_inference import (
     PIPELINES,
     Pipeline,
+    held_networks,
     load_run,
     load_stage,
     reported_head,
@@ -189,7 +190,8 @@ def build_pipeline(args: argparse.Namespace, device: torch.device, run: Path | N
         pipeline.g2t = load_stage("g2t", *_pair(args.g2t), device)
     pipeline.s2t = [load_stage(f"s2t{i}", *_pair(p), device) for i, p in enumerate(args.s2t)]
     if args.ensemble:
-        pipeline.ensemble = load_stage("s2t_ensemble", Path(args.ensemble), None, device)
+        members = held_networks(pipeline.s2t)  # the S2T networks, not second copies
+        pipeline.ensemble = load_stage("s2t_ensemble", Path(args.ensemble), None, device, members)
     return pipeline
 
 

@@ -35,7 +35,12 @@ from modelling.recognition_network import build_recognition_network
 from modelling.sign_language_model import EnsembleSignToText, GlossToText, SignToGloss, SignToText
 from modelling.translation_network import build_translation_network
 from modelling.vl_mapper import build_vl_mapper
-from utils.checkpoints import load_checkpoint, model_state_of
+from utils.checkpoints import (
+    load_checkpoint,
+    meta_parameters,
+    model_state_of,
+    parameters_on_meta,
+)
 from utils.config import Config, GlossTokenizerConfig, TranslationConfig
 from utils.errors import CheckpointError
 from utils.files import atomic_pickle
@@ -224,13 +229,15 @@ def project_state_dict(model_state: Mapping[str, torch.Tensor]) -> dict[str, tor
     )
 
 
-def load_model_weights(model: nn.Module, path: str | Path) -> dict:
+def load_model_weights(model: nn.Module, path: str | Path, assign: bool = False) -> dict:
     """Load a checkpoint into a task model, strictly; returns the checkpoint.
 
     Accepts this project's checkpoints and the original release's (``{'model_state': …}``
     in the published key layout). Every missing, unexpected or mis-shaped key is named.
+    ``assign``: the model takes the checkpoint's tensors (memory-mapped from the file)
+    instead of copying them into its own (see :func:`load_task_model`).
     """
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint(path, mmap=assign)
     state = model_state_of(checkpoint, path)
     try:
         state = project_state_dict(state)
@@ -244,5 +251,33 @@ def load_model_weights(model: nn.Module, path: str | Path) -> dict:
         raise CheckpointError(
             f"{path} does not fit the model of this config:\n" + "\n".join(listed)
         )
-    model.load_state_dict(state)
+    model.load_state_dict(state, assign=assign)
     return checkpoint
+
+
+def load_task_model(cfg: Config, vocabs: Vocabularies, path: str | Path) -> nn.Module:
+    """The task model of ``cfg`` with the weights of ``path``, for inference.
+
+    Built with its parameters on the ``meta`` device (no random initialisation, no memory)
+    and given the checkpoint's tensors (``assign``, memory-mapped): the same weights as
+    :func:`build_task_model` + :func:`load_model_weights`, without drawing random ones
+    first or holding two copies. Not for S2T_Ensemble (its members are loaded while it is
+    built, :func:`modelling.ensemble.build_translation_ensemble`).
+    """
+    with parameters_on_meta():
+        model = build_task_model(cfg, vocabs)
+    channels_last = [
+        name for name, p in model.named_parameters() if p.dim() == 5 and _channels_last_3d(p)
+    ]
+    load_model_weights(model, path, assign=True)
+    for name in channels_last:  # the checkpoint's tensors come in its own layout
+        param = model.get_parameter(name)
+        param.data = param.data.contiguous(memory_format=torch.channels_last_3d)
+    missing = meta_parameters(model)
+    if missing:
+        raise CheckpointError(f"{path}: no weights for {', '.join(missing[:MAX_LISTED_PROBLEMS])}")
+    return model
+
+
+def _channels_last_3d(tensor: torch.Tensor) -> bool:
+    return not tensor.is_contiguous() and tensor.is_contiguous(memory_format=torch.channels_last_3d)

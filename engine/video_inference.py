@@ -38,10 +38,12 @@ from torch import nn
 from dataset.batching import PaddedFeatures
 from dataset.frames import CslTransform, FrameFit
 from dataset.keypoints import check_keypoints, keypoint_indices
-from engine.experiment import build_task_model, build_vocabularies, load_model_weights
+from engine.experiment import build_vocabularies, load_task_model
 from engine.run_folder import INFERENCE_STAGES, load_stage_config, stage_source
 from engine.task_data import Vocabularies, frame_rate_of, frame_size_of
 from modelling.ctc_decoding import ctc_decode_scores, ctc_forced_alignment
+from modelling.ensemble import build_translation_ensemble
+from modelling.sign_language_model import EnsembleSignToText
 from utils.checkpoints import PACKED_WEIGHTS, best_checkpoint
 from utils.config import Config
 from utils.distributed import move_to_device
@@ -57,28 +59,53 @@ HEAD_STRIDE = 4  # frames per step of the top-level heads (S3D block 4)
 # -- models --------------------------------------------------------------------------------
 @dataclass
 class StageModel:
-    """A trained task model with what built it."""
+    """A trained task model with what built it (``weights``: the file its weights came from)."""
 
     name: str
     cfg: Config
     model: nn.Module
     vocabs: Vocabularies
+    weights: Path | None = None
+
+
+HeldNetworks = Callable[[str], nn.Module | None]
+"""A checkpoint path -> the mBART already loaded from it, or None."""
 
 
 def load_stage(
-    name: str, config: Path, checkpoint: Path | None, device: torch.device
+    name: str,
+    config: Path,
+    checkpoint: Path | None,
+    device: torch.device,
+    loaded: HeldNetworks | None = None,
 ) -> StageModel:
     """The model of ``config`` with the weights of ``checkpoint`` (default: its best one).
 
     A stage's ``inference.yaml`` reads its files from its own folder (a run that moved).
+    Built without random weights and given the checkpoint's tensors
+    (:func:`engine.experiment.load_task_model`). An ensemble's members that ``loaded``
+    holds (:func:`held_networks` of the S2T stages) are those networks, not second copies.
     """
     cfg = load_stage_config(config)
     vocabs = build_vocabularies(cfg, Path(cfg.training.model_dir), save=False)
-    model = build_task_model(cfg, vocabs)
-    if cfg.task != "S2T_Ensemble":
-        path = checkpoint or best_checkpoint(cfg.training.model_dir)
-        load_model_weights(model, path)
-    return StageModel(name, cfg, model.to(device).eval(), vocabs)
+    path = None
+    if cfg.task == "S2T_Ensemble":
+        section = cfg.model.TranslationNetwork_Ensemble
+        model = EnsembleSignToText(build_translation_ensemble(section, vocabs.text, loaded))
+    else:
+        path = Path(checkpoint or best_checkpoint(cfg.training.model_dir))
+        model = load_task_model(cfg, vocabs, path)
+    return StageModel(name, cfg, model.to(device).eval(), vocabs, path)
+
+
+def held_networks(stages: Sequence[StageModel]) -> HeldNetworks:
+    """The mBARTs of loaded S2T stages by the file their weights came from (resolved)."""
+    held = {
+        stage.weights.resolve(): stage.model.translation_network.model
+        for stage in stages
+        if stage.weights is not None and stage.cfg.task == "S2T"
+    }
+    return lambda path: held.get(Path(path).resolve())
 
 
 @dataclass
@@ -124,7 +151,12 @@ def load_run(run: str | Path, device: torch.device, pipeline: str = "auto") -> P
             f"{missing[0]}/ckpts/best.ckpt or {missing[0]}/{PACKED_WEIGHTS}); it holds "
             f"{', '.join(present) or 'no stage'}"
         )
-    models = {s: load_stage(s, found[s], None, device) for s in wanted}
+    models = {s: load_stage(s, found[s], None, device) for s in wanted if s != "s2t_ensemble"}
+    if "s2t_ensemble" in wanted:  # its members are the S2T stages' networks: held once
+        members = held_networks([models[s] for s in S2T_STAGES])
+        models["s2t_ensemble"] = load_stage(
+            "s2t_ensemble", found["s2t_ensemble"], None, device, members
+        )
     s2g = models["s2g"]
     return Pipeline(
         s2g=s2g,

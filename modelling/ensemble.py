@@ -15,7 +15,7 @@ re-ordered by the parent beams each step, and
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -31,8 +31,9 @@ from modelling.translation_network import (
     evaluating,
     text_search_settings,
 )
+from utils.checkpoints import meta_parameters, parameters_on_meta
 from utils.config import EnsembleConfig
-from utils.errors import ConfigurationError
+from utils.errors import CheckpointError, ConfigurationError
 
 logger = logging.getLogger(__name__)
 
@@ -148,20 +149,58 @@ class TranslationEnsemble(nn.Module):
 
 
 def build_translation_ensemble(
-    cfg: EnsembleConfig, text_tokenizer: TextTokenizer | None = None
+    cfg: EnsembleConfig,
+    text_tokenizer: TextTokenizer | None = None,
+    loaded: Callable[[str], nn.Module | None] | None = None,
 ) -> TranslationEnsemble:
     """``model.TranslationNetwork_Ensemble``: one mBART per checkpoint in ``load_ckpts``.
 
     Every member is built like the single network (``pretrained_model_name_or_path`` /
-    ``model_config`` + ``overwrite_cfg``) and loaded from the ``translation_network.model.*``
-    weights of its published-layout checkpoint.
+    ``model_config`` + ``overwrite_cfg``), without random weights (its parameters on the
+    ``meta`` device), and takes the ``translation_network.model.*`` weights of its
+    published-layout checkpoint. ``loaded``: a checkpoint path -> an mBART already loaded
+    from it (one-video inference holds the S2T networks whose checkpoints the members are),
+    used instead of a second copy when its configuration is the member's.
     """
     if text_tokenizer is None:
         text_tokenizer = build_text_tokenizer(cfg.TextTokenizer)
     models = []
     for i, path in enumerate(cfg.load_ckpts):
-        model = build_mbart(cfg, text_tokenizer)
-        load_ensemble_member(model, path)
-        logger.info("ensemble member %d from %s", i, path)
+        with parameters_on_meta():
+            model = build_mbart(cfg, text_tokenizer)
+        held = loaded(path) if loaded is not None else None
+        if held is not None and same_architecture(held, model):
+            model = held
+            logger.info("ensemble member %d: the network already loaded from %s", i, path)
+        else:
+            load_ensemble_member(model, path, assign=True)
+            if meta_parameters(model):
+                raise CheckpointError(f"{path}: no weights for {meta_parameters(model)[:20]}")
+            logger.info("ensemble member %d from %s", i, path)
         models.append(model)
     return TranslationEnsemble(models, text_tokenizer, cfg.label_smoothing)
+
+
+# configuration fields that act in training only (an evaluating network ignores them)
+_TRAINING_ONLY = (
+    "dropout", "attention_dropout", "activation_dropout", "classifier_dropout",
+    "encoder_layerdrop", "decoder_layerdrop",
+)  # fmt: skip
+
+
+def same_architecture(first: nn.Module, second: nn.Module) -> bool:
+    """Whether two mBARTs decode alike given the same weights: equal configurations
+    (training-only fields aside), generation configurations and parameter shapes."""
+
+    def inference_fields(model: nn.Module) -> dict:
+        fields = model.config.to_dict()
+        return {k: v for k, v in fields.items() if k not in _TRAINING_ONLY}
+
+    def shapes(model: nn.Module) -> dict:  # every name, tied ones included
+        return {name: tuple(t.shape) for name, t in model.state_dict().items()}
+
+    return (
+        inference_fields(first) == inference_fields(second)
+        and first.generation_config.to_dict() == second.generation_config.to_dict()
+        and shapes(first) == shapes(second)
+    )

@@ -43,9 +43,10 @@ _MAX_LISTED = 20
 Converter = Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 
-def read_model_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """The ``model_state`` of a (published or project) checkpoint file."""
-    return model_state_of(load_checkpoint(path), path)
+def read_model_state(path: str | Path, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """The ``model_state`` of a (published or project) checkpoint file (``mmap``: tensors
+    read from the file when used)."""
+    return model_state_of(load_checkpoint(path, mmap=mmap), path)
 
 
 def split_by_prefix(
@@ -95,13 +96,15 @@ TRANSLATION_CONVERTERS: Mapping[str, Converter] = MappingProxyType(
 ``convert_published_state_dict(state, {**RECOGNITION_CONVERTERS, **TRANSLATION_CONVERTERS})``."""
 
 
-def load_checked(module: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+def load_checked(
+    module: nn.Module, state: Mapping[str, torch.Tensor], source: str, assign: bool = False
+) -> None:
     """``module.load_state_dict(state)``, or a CheckpointError naming every mismatching key."""
     problems = state_dict_problems(module.state_dict(), state)
     if problems:
         listed = problems[:_MAX_LISTED] + (["..."] if len(problems) > _MAX_LISTED else [])
         raise CheckpointError(f"{source} does not fit the model:\n" + "\n".join(listed))
-    module.load_state_dict(state, strict=True)
+    module.load_state_dict(state, strict=True, assign=assign)
 
 
 def load_translation_checkpoint(network: nn.Module, path: str | Path) -> None:
@@ -112,9 +115,12 @@ def load_translation_checkpoint(network: nn.Module, path: str | Path) -> None:
     load_checked(network, convert_translation_state_dict(translation), f"checkpoint {path}")
 
 
-def load_ensemble_member(model: nn.Module, path: str | Path) -> None:
-    """Load ``translation_network.model.*`` of a published checkpoint into an mBART."""
-    mbart, _ = split_by_prefix(read_model_state(path), TRANSLATION_PREFIX + "model.")
+def load_ensemble_member(model: nn.Module, path: str | Path, assign: bool = False) -> None:
+    """Load ``translation_network.model.*`` of a published checkpoint into an mBART.
+
+    ``assign``: the mBART takes the checkpoint's tensors (memory-mapped) instead of copies.
+    """
+    mbart, _ = split_by_prefix(read_model_state(path, mmap=assign), TRANSLATION_PREFIX + "model.")
     if not mbart:
         raise CheckpointError(f"{path} has no translation_network.model.* keys")
-    load_checked(model, fill_tied_embeddings(mbart, prefix=""), f"checkpoint {path}")
+    load_checked(model, fill_tied_embeddings(mbart, prefix=""), f"checkpoint {path}", assign)

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
-from transformers import MBartConfig, MBartForConditionalGeneration
+from transformers import GenerationConfig, MBartConfig, MBartForConditionalGeneration
 
 from dataset.gloss_vocabulary import LANGUAGE_TOKENS, GlossVocabulary
 from dataset.text_tokenizer import TextTokenizer, VocabularyTextTokenizer, build_text_tokenizer
@@ -40,6 +40,7 @@ from modelling.translation_decoding import (
     network_logits,
     search_settings,
 )
+from utils.checkpoints import building_on_meta
 from utils.config import GlossEmbeddingConfig, TranslationConfig
 from utils.distributed import at_least_float32
 from utils.errors import ConfigurationError, DataError
@@ -466,6 +467,10 @@ def build_mbart(cfg: TranslationConfig, text_tokenizer: TextTokenizer) -> nn.Mod
         if cfg.from_scratch:
             logger.info("mBART from scratch with the configuration of %s", path)
             model = MBartForConditionalGeneration(config)
+        elif building_on_meta():  # a checkpoint gives every weight next: none read here
+            logger.info("mBART with the configuration of %s (weights from a checkpoint)", path)
+            model = MBartForConditionalGeneration(config)
+            model.generation_config = folder_generation_config(path, config)
         else:
             logger.info("mBART from %s", path)
             # weights from model.safetensors where present; a pytorch_model.bin is read by
@@ -492,6 +497,14 @@ def build_mbart(cfg: TranslationConfig, text_tokenizer: TextTokenizer) -> nn.Mod
             f"tokenizer's ({text_tokenizer.vocab_size})"
         )
     return model
+
+
+def folder_generation_config(path: Path, config) -> GenerationConfig:
+    """The generation configuration ``from_pretrained`` gives a model of folder ``path``:
+    its ``generation_config.json``, else the one derived from the model configuration."""
+    if (path / "generation_config.json").is_file():
+        return GenerationConfig.from_pretrained(str(path), local_files_only=True)
+    return GenerationConfig.from_model_config(config)
 
 
 def _fit_vocabulary(config, text_tokenizer: TextTokenizer) -> None:

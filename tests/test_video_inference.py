@@ -14,8 +14,12 @@ import translate
 from dataset.annotations import load_annotations
 from dataset.frames import FrameFit, ZipFrameReader, phoenix2014t_member
 from dataset.synthetic import generate_demo_dataset
+from engine.experiment import build_task_model, build_vocabularies, load_model_weights
+from engine.run_folder import load_stage_config, write_inference_config
 from engine.video_inference import (
+    Pipeline,
     Recognition,
+    StageModel,
     _join,
     checked_keypoints,
     load_run,
@@ -24,8 +28,14 @@ from engine.video_inference import (
     translate_clip,
     windows_of,
 )
+from modelling.ensemble import TranslationEnsemble
+from modelling.published_checkpoints_translation import load_ensemble_member
+from modelling.sign_language_model import EnsembleSignToText
+from modelling.translation_network import build_mbart
+from utils.checkpoints import PACKED_WEIGHTS, atomic_save, meta_parameters
 from utils.config import config_from_dict
 from utils.errors import DataError
+from utils.files import write_safetensors
 
 FRAME_SIZE = (260, 210)  # height, width, as Phoenix stores them
 CPU = torch.device("cpu")
@@ -293,3 +303,139 @@ def test_keypoints_given_to_translate_are_checked_naming_the_file_and_clip(tmp_p
     assert source["keypoints_filled_in"].startswith("2 non-finite points in frames 2-3")
     with pytest.raises(DataError, match=r"keypoint file k.pkl, clip 'clip': 99% .* \(frames 0-5"):
         checked_keypoints(points * 10, frames, cfg, dict(source))
+
+
+# -- lean loading: the same outputs as the plain path ---------------------------------------
+TINY_MBART = {
+    "d_model": 16, "encoder_layers": 1, "decoder_layers": 1, "encoder_attention_heads": 2,
+    "decoder_attention_heads": 2, "encoder_ffn_dim": 32, "decoder_ffn_dim": 32,
+    "max_position_embeddings": 64,
+}  # fmt: skip
+
+
+def _s2t_config(data: Path, model_dir: Path) -> dict:
+    gloss2ids = str(data / "gloss2ids.pkl")
+    return {
+        "task": "S2T",
+        "data": {
+            "dataset_name": "demo", "input_data": "feature", "input_streams": ["rgb"],
+            "train": str(data / "demo.train"), "dev": str(data / "demo.dev"),
+            "test": str(data / "demo.test"), "level": "word",
+        },
+        "testing": {"cfg": {"translation": {"num_beams": 3, "max_length": 9}}},
+        "training": {
+            "model_dir": str(model_dir), "optimization": {"learning_rate": {"default": 1e-3}},
+        },
+        "model": {
+            "RecognitionNetwork": {
+                "GlossTokenizer": {"gloss2id_file": gloss2ids},
+                "s3d": {"pretrained_ckpt": "scratch", "use_block": 2},
+                "visual_head": {"hidden_size": 64, "ff_size": 128},
+            },
+            "TranslationNetwork": {
+                "TextTokenizer": {"level": "word"},
+                "GlossTokenizer": {"gloss2id_file": gloss2ids, "src_lang": "de_DGS"},
+                "GlossEmbedding": {}, "model_config": dict(TINY_MBART),
+            },
+            "VLMapper": {"type": "projection", "in_features": 64},
+        },
+    }  # fmt: skip
+
+
+def _ensemble_config(s2t: dict, members: list[Path], model_dir: Path) -> dict:
+    section = {**s2t["model"]["TranslationNetwork"], "load_ckpts": [str(p) for p in members]}
+    return {
+        "task": "S2T_Ensemble",
+        "data": s2t["data"],
+        "testing": s2t["testing"],
+        "training": {"model_dir": str(model_dir)},
+        "model": {"TranslationNetwork_Ensemble": section},
+    }
+
+
+def _stage_folder(raw: dict, packed: bool) -> tuple[Path, Path | None]:
+    """A stage with seeded random weights (``model.safetensors`` or ``ckpts/best.ckpt``)."""
+    stage = Path(raw["training"]["model_dir"])
+    cfg = config_from_dict(raw, str(stage))
+    vocabs = build_vocabularies(cfg, stage, save=True)
+    weights = None
+    if cfg.task != "S2T_Ensemble":
+        state = build_task_model(cfg, vocabs).state_dict()
+        weights = stage / PACKED_WEIGHTS if packed else stage / "ckpts" / "best.ckpt"
+        if packed:
+            write_safetensors(weights, state)
+        else:
+            atomic_save({"model_state": state}, weights)
+    write_inference_config(cfg, vocabs, stage)
+    return stage / "inference.yaml", weights
+
+
+def _plain_stage(name: str, config: Path, weights: Path | None) -> StageModel:
+    """A stage as loading was before: built with random weights, then the checkpoint copied
+    in; an ensemble's members each loaded from their own checkpoint."""
+    cfg = load_stage_config(config)
+    vocabs = build_vocabularies(cfg, Path(cfg.training.model_dir), save=False)
+    if cfg.task == "S2T_Ensemble":
+        section = cfg.model.TranslationNetwork_Ensemble
+        members = []
+        for path in section.load_ckpts:
+            members.append(build_mbart(section, vocabs.text))
+            load_ensemble_member(members[-1], path)
+        model = EnsembleSignToText(TranslationEnsemble(members, vocabs.text))
+    else:
+        model = build_task_model(cfg, vocabs)
+        load_model_weights(model, weights)
+    return StageModel(name, cfg, model.eval(), vocabs)
+
+
+@pytest.fixture(scope="module")
+def tiny_s2t_run(tmp_path_factory):
+    """S2G + three S2T networks + their ensemble, seeded random weights, packed and not."""
+    root = tmp_path_factory.mktemp("lean")
+    data = root / "data"
+    generate_demo_dataset(
+        data, seed=3, num_train=6, num_dev=1, num_test=1, vocab_size=4,
+        frame_size=FRAME_SIZE, min_glosses=1, max_glosses=3,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    run = root / "run"
+    s2g = _s2g_config(data, run / "s2g", 1)
+    stages = {"s2g": _stage_folder(s2g, packed=False)}
+    for name, packed in (("s2t_video", True), ("s2t_keypoint", True), ("s2t_joint", False)):
+        stages[name] = _stage_folder(_s2t_config(data, run / name), packed)
+    members = [stages[s][1] for s in ("s2t_joint", "s2t_video", "s2t_keypoint")]
+    ensemble = _ensemble_config(_s2t_config(data, run / "x"), members, run / "s2t_ensemble")
+    stages["s2t_ensemble"] = _stage_folder(ensemble, packed=False)
+    samples = load_annotations(data / "demo.test")
+    frames = ZipFrameReader(data / "demo-videos.zip", phoenix2014t_member).read(
+        samples[0], np.arange(samples[0].num_frames)
+    )
+    return {"run": run, "stages": stages, "frames": frames}
+
+
+def test_lean_loading_gives_the_plain_paths_glosses_spans_and_text(tiny_s2t_run):
+    stages = tiny_s2t_run["stages"]
+    plain = {name: _plain_stage(name, *stages[name]) for name in stages}
+    reference = Pipeline(
+        s2g=plain["s2g"], head="gloss",
+        s2t=[plain["s2t_video"], plain["s2t_keypoint"], plain["s2t_joint"]],
+        ensemble=plain["s2t_ensemble"],
+    )  # fmt: skip
+    lean = load_run(tiny_s2t_run["run"], CPU, "s2t")
+    assert [s.name for s in lean.s2t] == ["s2t_video", "s2t_keypoint", "s2t_joint"]
+    for pipeline in (lean, reference):
+        assert not any(meta_parameters(s.model) for s in [pipeline.s2g, *pipeline.s2t])
+    # the ensemble's members are the S2T networks (joint first, as its config lists them)
+    members = list(lean.ensemble.model.translation_network.models)
+    held = [s.model.translation_network.model for s in lean.s2t]
+    assert [id(m) for m in members] == [id(held[2]), id(held[0]), id(held[1])]
+    for (name, a), b in zip(
+        lean.s2g.model.state_dict().items(), reference.s2g.model.state_dict().values()
+    ):
+        assert torch.equal(a, b), name
+    frames = tiny_s2t_run["frames"]
+    ours = translate_clip(lean, frames, 25.0, CPU)
+    theirs = translate_clip(reference, frames, 25.0, CPU)
+    assert np.array_equal(ours.recognition.log_probs, theirs.recognition.log_probs)
+    assert ours.glosses == theirs.glosses and ours.gloss_text == theirs.gloss_text
+    assert ours.text == theirs.text and len(ours.text.split()) > 0

@@ -13,14 +13,16 @@ Layout of a run's ``ckpts/`` folder::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from utils.errors import CheckpointError
 from utils.files import (
@@ -58,19 +60,67 @@ def atomic_copy(source: str | Path, target: str | Path) -> Path:
         return atomic_write(target, lambda handle: shutil.copyfileobj(original, handle))
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False
+) -> dict:
     """Read a checkpoint file without running code from it (``weights_only=True``).
 
-    A missing, unreadable or unsafe file is a CheckpointError naming it.
+    A missing, unreadable or unsafe file is a CheckpointError naming it. ``mmap``: tensors
+    stay in the file until used (:func:`utils.files.load_torch_file`; safetensors always are).
     """
     if Path(path).suffix == SAFETENSORS_SUFFIX:  # a packed stage's weights: the model state
         return {"model_state": read_safetensors(path, "weights", CheckpointError, map_location)}
-    state = load_torch_file(path, "checkpoint", CheckpointError, map_location)
+    state = load_torch_file(path, "checkpoint", CheckpointError, map_location, mmap)
     if not isinstance(state, Mapping):
         raise CheckpointError(
             f"{path}: expected a dict in the checkpoint, got {type(state).__name__}"
         )
     return dict(state)
+
+
+@contextlib.contextmanager
+def parameters_on_meta() -> Iterator[None]:
+    """Modules built inside keep their parameters on the ``meta`` device: no memory, and
+    their random initialisation costs nothing (for a model whose weights are loaded next,
+    with ``load_state_dict(..., assign=True)``: the mBART-large networks of one-video
+    inference spent most of their building time drawing random weights).
+
+    Only parameters move: buffers (positional encodings, BatchNorm statistics) and every
+    other tensor computed while building stay real, so code that builds tables from its
+    vocabularies runs as usual. Check :func:`meta_parameters` after loading.
+    """
+    global _META_DEPTH
+    original = nn.Module.register_parameter
+
+    def register(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        original(module, name, param)
+        if param is not None and not param.is_meta:
+            module._parameters[name] = nn.Parameter(
+                param.to("meta"), requires_grad=param.requires_grad
+            )
+
+    nn.Module.register_parameter = register
+    _META_DEPTH += 1
+    try:
+        yield
+    finally:
+        _META_DEPTH -= 1
+        nn.Module.register_parameter = original
+
+
+_META_DEPTH = 0
+
+
+def building_on_meta() -> bool:
+    """Whether a model is being built inside :func:`parameters_on_meta` (every weight is
+    loaded next: pretrained weights need not be read)."""
+    return _META_DEPTH > 0
+
+
+def meta_parameters(module: nn.Module) -> list[str]:
+    """Names of the parameters and buffers of ``module`` still on the ``meta`` device."""
+    tensors = [*module.named_parameters(), *module.named_buffers()]
+    return [name for name, tensor in tensors if tensor.is_meta]
 
 
 AVERAGED_STATE = "averaged_model_state"

@@ -25,6 +25,7 @@ import io
 import json
 import os
 import pickle
+import zipfile
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -161,12 +162,15 @@ def load_torch_file(
     what: str = "checkpoint",
     error: type[SignLanguageError] = CheckpointError,
     map_location: str | torch.device = "cpu",
+    mmap: bool = False,
 ) -> Any:
     """``torch.load(path, weights_only=True)``; a missing, corrupt or unsafe file is ``error``.
 
     Tensors, containers, numbers and strings load as usual, NumPy arrays and scalars too; a
     file naming any other callable is refused (nothing in it runs). A ``.safetensors``
-    file gives its dict name -> tensor (:func:`read_safetensors`).
+    file gives its dict name -> tensor (:func:`read_safetensors`). ``mmap``: the tensors of
+    a zip-format file stay in the file (memory-mapped, read when used), so that what is
+    never used (a checkpoint's optimiser state) is never read.
     """
     path = Path(path)
     if not path.is_file():
@@ -175,7 +179,8 @@ def load_torch_file(
         return read_safetensors(path, what, error, map_location)
     try:
         with torch.serialization.safe_globals(_TORCH_SAFE_GLOBALS):
-            return torch.load(path, map_location=map_location, weights_only=True)
+            mapped = mmap and zipfile.is_zipfile(path)  # the legacy format cannot be mapped
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=mapped)
     except Exception as failure:  # torch raises many types for truncated, garbled or unsafe files
         raise error(
             f"{path}: cannot read {what} ({type(failure).__name__}: {failure})"
