@@ -4,8 +4,8 @@
     python scripts/benchmark_server.py --demo 0 --video clip.mp4 --repeat 3
     python scripts/benchmark_server.py --phoenix-seconds 10           # a Phoenix-size video
 
-Each recording is posted as the page posts it (``/api/jobs``, or ``/api/demo/N`` for a test
-clip of the run's data) and polled every 50 ms until its result is there. Reported per run:
+Each recording is posted as the page posts it (``/api/jobs?name=FILE`` with the video as the
+body, or ``/api/demo/N`` for a test clip of the run's data) and polled every 50 ms until its result is there. Reported per run:
 the answer to the upload (sent, stored, checked as a video, decoded), the time from the
 upload to the result, and the steps the result names (keypoints, recognition, translation;
 what is left is writing the picture, the overlay and the playable WebM, and the polling).
@@ -50,8 +50,8 @@ def one_run(client: httpx.Client, demo: int | None, video: Path | None) -> dict:
     if demo is not None:
         answer = client.post(f"/api/demo/{demo}")
     else:
-        with video.open("rb") as handle:
-            answer = client.post("/api/jobs", files={"file": (video.name, handle, "video/mp4")})
+        with video.open("rb") as handle:  # the body is the video, as the page sends it
+            answer = client.post("/api/jobs", params={"name": video.name}, content=handle.read())
     accepted = time.perf_counter() - started
     job = answer.json()
     if answer.status_code != 202:
