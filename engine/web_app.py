@@ -349,7 +349,10 @@ class CameraSession:
         return messages
 
     def _message(self, event: StreamEvent) -> dict[str, Any]:
-        return {"type": "event", "event": event.to_json(), "frame_ms": self.last_ms}
+        return {
+            "type": "event", "event": event.to_json(), "frame_ms": self.last_ms,
+            "dropped": self.dropped,
+        }  # fmt: skip
 
     async def _send(self, messages: list[dict[str, Any]]) -> None:
         for message in messages:

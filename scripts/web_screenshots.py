@@ -32,7 +32,12 @@ from scripts.web_browser import Chromium, ServerThread, browser_missing, write_y
 def save_small(driver, path: Path) -> Path:
     """The browser's viewport as a 256-colour PNG."""
     driver.save_screenshot(str(path))
-    image = Image.open(path).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    height = driver.execute_script(
+        "return document.querySelector('main').getBoundingClientRect().bottom"
+    )
+    image = Image.open(path).convert("RGB")
+    image = image.crop((0, 0, image.width, min(image.height, height + 8)))  # no empty bottom
+    image = image.quantize(colors=256, method=Image.Quantize.MEDIANCUT)
     image.save(path, optimize=True)
     print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB)")
     return path

@@ -187,7 +187,7 @@ function received(message) {
   } else if (message.type === "event") {
     camera.latencies.push(performance.now() - message.frame_ms);
     $("latency").textContent = figure(camera.latencies);
-    $("frames-sent").textContent = `${camera.sent}`;
+    $("frames-sent").textContent = `${camera.sent} / ${message.dropped}`;
     showEvent(message.event);
   }
 }
