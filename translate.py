@@ -153,7 +153,12 @@ def add_stream_options(live) -> None:
         default=defaults.stall_timeout_s,
         help="seconds without a frame that end the stream",
     )
-    live.add_argument("--precision", default=defaults.precision, choices=PRECISIONS)
+    live.add_argument(
+        "--precision",
+        default=defaults.precision,
+        choices=PRECISIONS,
+        help="video files and streams: fp32, bf16 (autocast) or auto (bf16 where native)",
+    )
     live.add_argument(
         "--no-text-updates", action="store_true", help="no G2T of the open sentence at every commit"
     )
@@ -279,7 +284,9 @@ def run(args: argparse.Namespace) -> None:
         if _reads_keypoints(pipeline):
             keypoints = keypoint_source(args, path)
             source["keypoints"] = keypoint_origin(args, path)
-        result = translate_clip(pipeline, frames, fps, device, keypoints, source, args.beam)
+        result = translate_clip(
+            pipeline, frames, fps, device, keypoints, source, args.beam, args.precision
+        )
         report(result, path)
         json_path, png_path = outputs_for(args, path)
         if json_path is not None:

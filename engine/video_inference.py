@@ -43,10 +43,10 @@ from engine.run_folder import INFERENCE_STAGES, load_stage_config, stage_source
 from engine.task_data import Vocabularies, frame_rate_of, frame_size_of
 from modelling.ctc_decoding import ctc_decode_scores, ctc_forced_alignment
 from modelling.ensemble import build_translation_ensemble
-from modelling.sign_language_model import EnsembleSignToText
+from modelling.sign_language_model import EnsembleSignToText, SignToGloss
 from utils.checkpoints import PACKED_WEIGHTS, best_checkpoint
 from utils.config import Config
-from utils.distributed import move_to_device
+from utils.distributed import autocast_context, move_to_device, resolve_precision
 from utils.errors import ConfigurationError, DataError
 
 logger = logging.getLogger(__name__)
@@ -357,9 +357,17 @@ def recognise_window(
 ):
     """The S2G model's output on frames ``start:stop`` of ``clip`` (one window; also the
     streaming engine's), ``head`` among its heads: ``heads[head].log_probs`` ``(1, T', V)``,
-    ``head_inputs[stream]`` ``(1, T', C)``, ``T' = (stop - start) / 4``."""
+    ``head_inputs[stream]`` ``(1, T', C)``, ``T' = (stop - start) / 4``. Only the heads
+    ``head`` needs are computed (the main heads' ensemble skips the pyramid and the auxiliary
+    heads), with the values of the whole network."""
     batch = move_to_device(_model_batch(stage, clip, start, stop), device)
-    output = stage.model.recognise(batch, with_labels=False)
+    if isinstance(stage.model, SignToGloss):  # a model of this project: selects its heads
+        network = stage.model.recognition_network
+        names = [h.name for h in network.head_specs] + list(network.ensembles)
+        if head not in names:
+            raise ConfigurationError(f"head {head!r}: the model has {', '.join(names)}")
+        return stage.model.recognise(batch, with_labels=False, heads=(head,))
+    output = stage.model.recognise(batch, with_labels=False)  # any other recogniser
     if head not in output.heads:
         raise ConfigurationError(f"head {head!r}: the model has {', '.join(output.heads)}")
     return output
@@ -500,6 +508,7 @@ def translate_clip(
     keypoints: Callable[[np.ndarray], np.ndarray] | np.ndarray | None = None,
     source: dict[str, Any] | None = None,
     beam_size: int | None = None,
+    precision: str = "fp32",
 ) -> ClipResult:
     """Glosses with their spans, and the translation, of one clip (module docstring).
 
@@ -508,6 +517,10 @@ def translate_clip(
         keypoints: the source frames' keypoints ``(N, 133, 3)``, or a function computing
             them from the frames (an estimator), or None for an RGB-only model.
         beam_size: CTC beam; default the S2G config's testing beam.
+        precision: ``fp32`` (the default: the outputs as trained), ``bf16`` (autocast) or
+            ``auto`` (bf16 where the device computes it natively,
+            :func:`utils.distributed.has_native_bf16`; emulated bf16 is several times
+            slower than fp32).
     """
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -528,17 +541,19 @@ def translate_clip(
             f"{frame_rate_of(pipeline.s2g.cfg) or fps:g} frames/s, the model needs {minimum}"
         )
     started = time.perf_counter()
-    recognition = recognise(pipeline.s2g, clip, pipeline.head, device)
+    with autocast_context(precision, device):
+        recognition = recognise(pipeline.s2g, clip, pipeline.head, device)
     beam = beam_size or pipeline.s2g.cfg.testing.cfg.recognition.beam_size
     glosses = gloss_spans(recognition, clip, pipeline.s2g, beam)
     timings["recognition"] = time.perf_counter() - started
     gloss_text = " ".join(g["gloss"] for g in glosses)
     started = time.perf_counter()
     text = None
-    if pipeline.s2t:
-        text = translate_features(pipeline, recognition, device)
-    elif pipeline.g2t is not None:
-        text = translate_glosses(pipeline.g2t, gloss_text, device) if gloss_text else ""
+    with autocast_context(precision, device):
+        if pipeline.s2t:
+            text = translate_features(pipeline, recognition, device)
+        elif pipeline.g2t is not None:
+            text = translate_glosses(pipeline.g2t, gloss_text, device) if gloss_text else ""
     timings["translation"] = time.perf_counter() - started
     model = {
         "pipeline": pipeline.description,
@@ -547,6 +562,7 @@ def translate_clip(
         "frames": len(clip.frames),
         "windows": recognition.windows,
         "head_stride_frames": HEAD_STRIDE,
+        "precision": resolve_precision(precision, device),
     }
     return ClipResult(
         glosses, gloss_text, text, pipeline.head, timings, clip.source, model, recognition, clip

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -259,6 +259,7 @@ class RecognitionNetwork(nn.Module):
         gloss_labels: torch.Tensor | None = None,
         gloss_lengths: torch.Tensor | None = None,
         generator: torch.Generator | int | None = None,
+        heads: Collection[str] | None = None,
     ) -> RecognitionOutput:
         """Recognise a batch.
 
@@ -270,26 +271,45 @@ class RecognitionNetwork(nn.Module):
             gloss_labels: ``(B, L)`` padded gloss ids (no blank); with ``gloss_lengths``
                 ``(B,)`` the losses are computed.
             generator: random source of the training-time augmentation.
+            heads: inference only: the heads wanted (ensembles included); those and what
+                the output needs besides (the main head, the gloss feature's head) are
+                computed, the others not, nor the pyramid when no head reads below the top
+                level. Their outputs are those of the whole network. None: all.
         """
-        levels = self.encode_streams(lengths, videos, keypoints, head_inputs, generator)
-        heads = self.run_heads(levels)
-        heads.update(self.ensemble(heads))
+        specs = self.head_specs if heads is None else self._needed_specs(heads)
+        if heads is not None and gloss_labels is not None:
+            raise ValueError("the losses need every head: give no heads selection with labels")
+        top_only = all(spec.level == -1 for spec in specs)
+        levels = self.encode_streams(lengths, videos, keypoints, head_inputs, generator, top_only)
+        outputs = self.run_heads(levels, specs)
+        outputs.update(self.ensemble(outputs))
         output = RecognitionOutput(
-            heads=heads,
-            gloss_feature=self._select_gloss_feature(heads),
-            lengths=heads[self.main_head].lengths,
+            heads=outputs,
+            gloss_feature=self._select_gloss_feature(outputs),
+            lengths=outputs[self.main_head].lengths,
             head_inputs={name: levels[name][-1].features for name in self.streams},
         )
         if gloss_labels is not None:
             if gloss_lengths is None:
                 raise ValueError("gloss_labels need gloss_lengths")
             output.losses, output.loss_weights = self.compute_losses(
-                heads, gloss_labels, gloss_lengths
+                outputs, gloss_labels, gloss_lengths
             )
             output.total_loss = sum(
                 weight * output.losses[name] for name, weight in output.loss_weights.items()
             )
         return output
+
+    def _needed_specs(self, wanted: Collection[str]) -> tuple[HeadSpec, ...]:
+        """The specs of the heads ``wanted`` needs (ensembles by their members), with the
+        main head and the gloss feature's head, in network order."""
+        names = {self.main_head, self.gloss_feature_source[0]}
+        for name in wanted:
+            if name not in self.ensembles and name not in {s.name for s in self.head_specs}:
+                known = [s.name for s in self.head_specs] + list(self.ensembles)
+                raise ValueError(f"head {name!r}: the network has {', '.join(known)}")
+            names.update(self.ensembles.get(name, (name,)))
+        return tuple(spec for spec in self.head_specs if spec.name in names)
 
     def preprocess(
         self,
@@ -309,12 +329,14 @@ class RecognitionNetwork(nn.Module):
         keypoints: torch.Tensor | None = None,
         head_inputs: Mapping[str, torch.Tensor] | None = None,
         generator: torch.Generator | int | None = None,
+        top_only: bool = False,
     ) -> dict[str, list[FeatureLevel]]:
-        """Inputs -> per stream its pooled feature levels, bottom to top."""
+        """Inputs -> per stream its pooled feature levels, bottom to top (``top_only``: the
+        top one alone)."""
         if self.backbone is None:
             return self._feature_levels(head_inputs, lengths)
         inputs = self.preprocess(videos, keypoints, generator)
-        return self.backbone(inputs, lengths)
+        return self.backbone(inputs, lengths, top_only=top_only)
 
     def _feature_levels(
         self, head_inputs: Mapping[str, torch.Tensor] | None, lengths: torch.Tensor
@@ -328,10 +350,14 @@ class RecognitionNetwork(nn.Module):
             for name in self.streams
         }
 
-    def run_heads(self, levels: Mapping[str, list[FeatureLevel]]) -> dict[str, GlossHeadOutput]:
-        """Feature levels -> the output of every head."""
+    def run_heads(
+        self,
+        levels: Mapping[str, list[FeatureLevel]],
+        specs: Sequence[HeadSpec] | None = None,
+    ) -> dict[str, GlossHeadOutput]:
+        """Feature levels -> the output of every head (of ``specs``: default all)."""
         outputs = {}
-        for spec in self.head_specs:
+        for spec in self.head_specs if specs is None else specs:
             inputs = [levels[name][spec.level] for name in spec.sources]
             x = (
                 inputs[0].features
@@ -345,6 +371,8 @@ class RecognitionNetwork(nn.Module):
         """``log(sum of member probabilities)`` per ensemble, renormalised."""
         outputs = {}
         for name, members in self.ensembles.items():
+            if not all(m in heads for m in members):  # a selection without this ensemble
+                continue
             logits = torch.stack([heads[m].probs for m in members]).sum(0).log()
             outputs[name] = GlossHeadOutput(
                 logits=logits,

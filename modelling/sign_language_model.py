@@ -26,7 +26,7 @@ The top-level module names (``recognition_network``, ``vl_mapper``,
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,8 +123,13 @@ class SignToGloss(nn.Module):
         self.vocabulary = vocabulary
 
     def recognise(
-        self, batch: Batch, with_labels: bool, generator: torch.Generator | None = None
+        self,
+        batch: Batch,
+        with_labels: bool,
+        generator: torch.Generator | None = None,
+        heads: Collection[str] | None = None,
     ) -> RecognitionOutput:
+        """``heads``: inference of these heads only (``RecognitionNetwork.forward``)."""
         return self.recognition_network(
             batch["lengths"],
             videos=batch.get("videos"),
@@ -132,6 +137,7 @@ class SignToGloss(nn.Module):
             gloss_labels=batch.get("gloss_labels") if with_labels else None,
             gloss_lengths=batch.get("gloss_lengths") if with_labels else None,
             generator=generator,
+            heads=heads,
         )
 
     def forward(self, batch: Batch, generator: torch.Generator | None = None) -> TaskOutput:

@@ -105,13 +105,15 @@ class StreamBackbone(nn.Module):
         return tuple(BLOCK_CHANNELS[block - 1] for block in self.level_blocks(stream))
 
     def forward(
-        self, inputs: Mapping[str, torch.Tensor], lengths: torch.Tensor
+        self, inputs: Mapping[str, torch.Tensor], lengths: torch.Tensor, top_only: bool = False
     ) -> dict[str, list[FeatureLevel]]:
         """Run the streams.
 
         Args:
             inputs: per stream ``(B, C, T, H, W)`` (keypoint maps at half the RGB size).
             lengths: ``(B,)`` valid frames per sample.
+            top_only: only the top level (the pyramid changes the levels below it only, so
+                the top one is the same; inference that reads the main heads alone).
 
         Returns:
             per stream, its levels bottom to top (the last one feeds the main head).
@@ -119,7 +121,7 @@ class StreamBackbone(nn.Module):
         time_in = next(iter(inputs.values())).shape[2]
         block_outputs = self._run_blocks(inputs)
         return {
-            name: self._pool_levels(name, outputs, lengths, time_in)
+            name: self._pool_levels(name, outputs, lengths, time_in, top_only)
             for name, outputs in block_outputs.items()
         }
 
@@ -137,11 +139,16 @@ class StreamBackbone(nn.Module):
         return outputs
 
     def _pool_levels(
-        self, name: str, outputs: list[torch.Tensor], lengths: torch.Tensor, time_in: int
+        self,
+        name: str,
+        outputs: list[torch.Tensor],
+        lengths: torch.Tensor,
+        time_in: int,
+        top_only: bool = False,
     ) -> list[FeatureLevel]:
-        blocks = self.level_blocks(name)
+        blocks = self.level_blocks(name)[-1:] if top_only else self.level_blocks(name)
         maps = [outputs[block - 1] for block in blocks]
-        if name in self.pyramids:
+        if name in self.pyramids and not top_only:
             maps = self.pyramids[name](maps)
         levels = []
         for block, feature_map in zip(blocks, maps):

@@ -219,6 +219,49 @@ def test_ensembles_sum_probabilities(two_stream: RecognitionNetwork) -> None:
     assert torch.allclose(heads["ensemble_early"].probs, early / 2, atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "wanted, computed, pyramid_runs",
+    [
+        (("ensemble",), {"fuse", "rgb", "keypoint", "ensemble"}, False),
+        (("rgb",), {"fuse", "rgb"}, False),  # the fuse head: main head and gloss feature
+        (("keypoint_aux_0",), {"fuse", "keypoint_aux_0"}, True),
+        (("ensemble_early",), {"fuse", "rgb_aux_1", "keypoint_aux_1", "ensemble_early"}, True),
+    ],
+)
+def test_selected_heads_are_those_of_the_whole_network(
+    two_stream: RecognitionNetwork, wanted, computed, pyramid_runs, monkeypatch
+) -> None:
+    two_stream.eval()
+    inputs = _unlabelled(batch(STREAMS))
+    with torch.no_grad():
+        whole = two_stream(**inputs)
+        calls = []
+        for pyramid in two_stream.backbone.pyramids.values():
+            monkeypatch.setattr(
+                pyramid, "forward", lambda maps, f=pyramid.forward: calls.append(1) or f(maps)
+            )
+        part = two_stream(**inputs, heads=wanted)
+    assert set(part.heads) == computed
+    assert bool(calls) == pyramid_runs
+    for name in computed:
+        assert torch.equal(part.heads[name].log_probs, whole.heads[name].log_probs), name
+    for stream in STREAMS:
+        assert torch.equal(part.head_inputs[stream], whole.head_inputs[stream])
+    assert torch.equal(part.gloss_feature, whole.gloss_feature)
+    assert torch.equal(part.lengths, whole.lengths)
+
+
+def test_a_head_selection_names_unknown_heads_and_refuses_labels(two_stream) -> None:
+    with pytest.raises(ValueError, match="head 'nope': the network has fuse"):
+        two_stream(**_unlabelled(batch(STREAMS)), heads=("nope",))
+    with pytest.raises(ValueError, match="losses need every head"):
+        two_stream(**batch(STREAMS), heads=("ensemble",))
+
+
+def _unlabelled(inputs: dict) -> dict:
+    return {k: v for k, v in inputs.items() if k not in ("gloss_labels", "gloss_lengths")}
+
+
 def test_loss_terms_follow_their_definitions(two_stream: RecognitionNetwork) -> None:
     two_stream.eval()
     inputs = batch(STREAMS)
