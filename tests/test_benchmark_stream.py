@@ -33,6 +33,11 @@ def test_offline_aligns_each_reference_gloss_to_its_steps_in_the_video():
     assert reference.spans[1][1] == pytest.approx(((36 + 12) / 25, (36 + 20) / 25))
     row = bench.offline_row(video, reference)
     assert row["wer_offline"] == row["wer_offline_greedy"] == 0.0
+    whole = bench.whole_video_row(_pipeline(), video, bench.whole_video(_pipeline(), video))
+    assert whole["wer_whole_video"] == 0.0
+    video.clips[1].gloss = "C D A B"  # a gloss the video does not hold: one deletion in 6
+    whole = bench.whole_video_row(_pipeline(), video, bench.whole_video(_pipeline(), video))
+    assert whole["wer_whole_video"] == pytest.approx(100 / 6)
 
 
 @pytest.mark.parametrize(("stride", "lookahead"), [(4, 8), (8, 4)])
@@ -74,9 +79,11 @@ def test_the_table_and_plot_are_written(tmp_path, capsys):
     reference = bench.offline(pipeline, video)
     run = bench.stream(pipeline, video, StreamOptions(window_frames=32), "simulated")
     rows, base = [bench.score(video, reference, run)], bench.offline_row(video, reference)
+    whole = bench.whole_video(pipeline, video)
+    base.update(bench.whole_video_row(pipeline, video, whole))
     bench.print_table(rows, base)
     assert "| 8 | 8 | 32 | fp32 | 0.00 | +0.00 |" in capsys.readouterr().out
-    agreement = bench.lookahead_agreement(pipeline, video, 24, 4)
+    agreement = bench.lookahead_agreement(pipeline, whole, 24, 4)
     bench.plot(rows, base, video, run, reference, tmp_path / "plot.png", agreement)
     assert (tmp_path / "plot.png").stat().st_size > 1000
 
@@ -84,10 +91,13 @@ def test_the_table_and_plot_are_written(tmp_path, capsys):
 def test_the_look_ahead_the_model_needs_is_where_windows_agree_with_the_whole_video():
     """A model blind to its window's last 2 steps needs 8 frames after a step."""
     video = _video()
-    agreement = bench.lookahead_agreement(_pipeline(blind_steps=2), video, 24, 12)
+    blind = _pipeline(blind_steps=2)
+    agreement = bench.lookahead_agreement(blind, bench.whole_video(blind, video), 24, 12)
     assert agreement["lookahead_frames"] == [0, 4, 8, 12, 16, 20]
     share = dict(zip(agreement["lookahead_frames"], agreement["agreement"], strict=True))
     assert share[0] < 1 and share[4] < 1
     assert all(share[f] == 1 for f in (8, 12, 16, 20))
-    seeing = bench.lookahead_agreement(_pipeline(), video, 24, 12)["agreement"]
+    seeing = _pipeline()
+    seeing = bench.lookahead_agreement(seeing, bench.whole_video(seeing, video), 24, 12)
+    seeing = seeing["agreement"]
     assert seeing == [1.0] * 6
