@@ -502,6 +502,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--precisions", default="fp32", help="for the Phoenix-size run")
     parser.add_argument("--agreement", type=int, default=40,
                         help="windows for the look-ahead the model needs (0: not measured)")  # fmt: skip
+    parser.add_argument("--threads", type=int,
+                        help="torch's intra-op threads (default: torch's own choice)")  # fmt: skip
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path, default=REPO / "docs/images/stream_latency.png")
     return parser.parse_args(argv)
@@ -509,6 +511,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     report: dict = {"threads": torch.get_num_threads(), "clock": args.clock, "rows": []}
     if args.clips > 0:
