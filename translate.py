@@ -120,6 +120,11 @@ def _add_stream_arguments(parser: argparse.ArgumentParser) -> None:
         "--fast", action="store_true", help="--stream: as fast as the models go, not at real time"
     )
     add_stream_options(live)
+    live.add_argument(
+        "--threads",
+        type=int,
+        help="torch's intra-op threads while streaming (1 on a busy CPU: docs/live.md)",
+    )
     live.add_argument("--json-lines", action="store_true", help="print the events as JSON lines")
 
 
@@ -307,6 +312,10 @@ def run_live(args: argparse.Namespace) -> None:
     if args.inputs or args.overlay is not None:
         raise ConfigurationError("--stream / --camera take no other inputs and no --overlay")
     options = stream_options(args)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigurationError(f"--threads: expected 1 or more, got {args.threads}")
+        torch.set_num_threads(args.threads)
     device = select_device(args.device)
     with open_run(args.run) if args.run is not None else contextlib.nullcontext() as run:
         pipeline = build_pipeline(args, device, run)

@@ -517,3 +517,13 @@ def test_the_command_names_missing_stages_cameras_and_clashing_inputs(tiny_run, 
     assert "not both" in capsys.readouterr().err
     assert translate.main(["--stream", str(tiny_run["video"]), *run, "--stride", "6"]) == 2
     assert "stride_frames: expected a multiple of 4" in capsys.readouterr().err
+    assert translate.main(["--stream", str(tiny_run["video"]), *run, "--threads", "0"]) == 2
+    assert "--threads: expected 1 or more, got 0" in capsys.readouterr().err
+
+
+def test_the_command_streams_on_the_threads_asked_for(tiny_run, monkeypatch):
+    asked = []  # the process's threads stay as they are for the other tests
+    monkeypatch.setattr(torch, "set_num_threads", asked.append)
+    argv = ["--stream", str(tiny_run["video"]), "--run", str(tiny_run["run"]), "--fast"]
+    assert translate.main([*argv, "--device", "cpu", "--threads", "1"]) == 0
+    assert asked == [1]
