@@ -302,7 +302,9 @@ def whole_video_row(pipeline: Pipeline, video: LongVideo, whole: WholeVideo) -> 
             hypotheses[video.clip_of(middle)].append(gloss)
     references = [c.gloss for c in video.clips]
     streamed = [" ".join(h) for h in hypotheses]
-    return {"wer_whole_video": recognition_wer(references, streamed, "demo")["wer"],
+    scores = recognition_wer(references, streamed, "demo")
+    return {"wer_whole_video": scores["wer"],
+            "whole_video_errors": {k: scores[k] for k in ("sub", "ins", "del", "ref_len")},
             "whole_video_realtime_factor": whole.seconds / (len(video.frames) / FPS)}  # fmt: skip
 
 
