@@ -23,6 +23,9 @@ Reports the time of each step (loading the models, then
 :func:`engine.video_inference.translate_clip`'s keypoints, recognition and translation), the
 real-time factor (compute seconds per second of video, loading left out), and the peak
 resident memory of each step and of the whole measurement (sampled every 10 ms).
+``--floor`` adds the S2G backbone's arithmetic at this length (TFLOP, with and without the
+pyramid, counted on the meta device) and the GFLOP/s of its largest lateral convolution
+(480 -> 480 channels, kernel 7x3x3) on this CPU.
 """
 
 from __future__ import annotations
@@ -43,18 +46,20 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from engine.experiment import build_task_model, build_vocabularies  # noqa: E402
-from engine.run_folder import write_inference_config  # noqa: E402
+from engine.run_folder import load_stage_config, write_inference_config  # noqa: E402
 from engine.video_inference import load_run, translate_clip  # noqa: E402
 from preprocess.extract_keypoints import keypoints_of_frames  # noqa: E402
 from preprocess.pose_estimators import build_estimator  # noqa: E402
 from scripts.benchmark_keypoints import phoenix_frames  # noqa: E402
 from scripts.benchmark_translation import MBART_LARGE  # noqa: E402
-from utils.checkpoints import PACKED_WEIGHTS, atomic_save  # noqa: E402
+from utils.checkpoints import PACKED_WEIGHTS, atomic_save, parameters_on_meta  # noqa: E402
 from utils.config import config_from_dict  # noqa: E402
 from utils.files import write_safetensors  # noqa: E402
 
@@ -230,6 +235,40 @@ def measure(run: Path, frames: np.ndarray, precisions: list[str], seconds: float
     return report
 
 
+def floor(run: Path, frames: int) -> dict:
+    """The S2G backbone's arithmetic for ``frames`` frames (counted on the meta device) and
+    the rate of its largest lateral convolution on this CPU: the recognition time's floor."""
+    stage = run / "s2g"
+    cfg = load_stage_config(stage / "inference.yaml")
+    with parameters_on_meta():
+        model = build_task_model(cfg, build_vocabularies(cfg, stage, save=False))
+    backbone = model.recognition_network.backbone.to("meta").eval()
+    inputs = {
+        "rgb": torch.empty(1, 3, frames, 224, 224, device="meta"),
+        "keypoint": torch.empty(1, 79, frames, 112, 112, device="meta"),
+    }
+    report = {}
+    for top_only in (False, True):
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            backbone(inputs, torch.tensor([frames], device="meta"), top_only=top_only)
+        report[f"backbone_tflop{'_top_only' if top_only else ''}"] = (
+            counter.get_total_flops() / 1e12
+        )
+    conv = nn.Conv3d(480, 480, (7, 3, 3), padding=(3, 1, 1), bias=False)
+    x = torch.randn(1, 480, 16, 28, 28)
+    with torch.no_grad():
+        conv(x)
+        best = min(_timed(lambda: conv(x)) for _ in range(3))
+    report["lateral_conv_gflop_per_s"] = 2 * 480 * 480 * 63 * 16 * 28 * 28 / best / 1e9
+    return report
+
+
+def _timed(work) -> float:
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
+
+
 def gloss_agreement(first: str, second: str) -> dict:
     """Glosses in common position by position, and the edit distance between the sequences."""
     a, b = first.split(), second.split()
@@ -253,6 +292,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workdir", type=Path, help="keeps the run folder (default: temporary)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--floor", action="store_true", help="also the S2G arithmetic and the CPU's conv rate"
+    )
     parser.add_argument("--make-run", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.make_run is not None:
@@ -264,6 +306,8 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         run = _ensure_run(args.workdir or Path(tmp), args.weights, args.text_tokens)
         report = measure(run, frames, args.precisions.split(","), args.seconds)
+        if args.floor:
+            report["floor"] = floor(run, len(frames) // 4 * 4)
     report = {
         "video": f"{len(frames)} frames, 260 x 210, 25 frames/s ({args.seconds:g} s)",
         "threads": torch.get_num_threads(),
