@@ -24,6 +24,7 @@ import logging
 import sys
 from pathlib import Path
 
+import torch
 import uvicorn
 
 from engine.run_folder import open_run
@@ -34,6 +35,7 @@ from preprocess.pose_estimators import build_estimator, frame_estimator
 from translate import add_model_arguments, add_stream_options, build_pipeline, stream_options
 from utils.cli import run_command
 from utils.distributed import select_device
+from utils.errors import ConfigurationError
 
 logger = logging.getLogger("serve")
 
@@ -53,6 +55,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "as a warning)",
     )
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch's intra-op threads (1 on a busy CPU, as translate.py --threads: docs/live.md)",
+    )
     limits = parser.add_argument_group("limits of the recording mode")
     defaults = WebLimits()
     limits.add_argument("--max-upload-mb", type=float, default=defaults.max_upload_mb)
@@ -94,6 +101,10 @@ def limits_of(args: argparse.Namespace) -> WebLimits:
 def service_of(args: argparse.Namespace) -> WebService:
     """The models (loaded once) and what the page needs around them."""
     options, limits = stream_options(args), limits_of(args)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigurationError(f"--threads: expected 1 or more, got {args.threads}")
+        torch.set_num_threads(args.threads)
     device = select_device(args.device)
     if args.s2g:
         args.run = None  # explicit pairs replace the default run folder

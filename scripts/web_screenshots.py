@@ -80,10 +80,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clip", type=int, default=0, help="the run's test clip to show")
     parser.add_argument("--camera-seconds", type=float, default=12.0)
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "images")
+    parser.add_argument("--threads", type=int, help="torch's threads (serve.py --threads)")
     args = parser.parse_args(argv)
     if (missing := browser_missing()) is not None:
         raise SystemExit(missing)
-    service = serve.service_of(serve.parse_args(["--run", args.run, "--device", "cpu"]))
+    threads = ["--threads", str(args.threads)] if args.threads else []
+    service = serve.service_of(serve.parse_args(["--run", args.run, "--device", "cpu", *threads]))
     frames = service.demo_recording(args.clip).frames
     fake = write_y4m(frames, 25, service.jobs.root / "camera.y4m")
     with ServerThread(create_app(service)) as server:

@@ -196,6 +196,7 @@ def test_serve_binds_localhost_by_default_and_warns_for_another_host(web_run, mo
     assert "anyone who can reach this address" in caplog.text
     served["app"].state.service.close()
     assert serve.main([*argv[:4], "--max-seconds", "0"]) == 2
+    assert serve.main([*argv[:4], "--threads", "0"]) == 2
     with pytest.raises(ConfigurationError, match="--max-waiting"):
         WebLimits(max_waiting=0).check()
 
