@@ -20,9 +20,13 @@ in the pushing thread, so nothing else differs).
 Per configuration: the WER of the committed glosses (each assigned to the clip where its span
 lies) beside offline; the latency from a gloss's end in the video to the commit of the
 hypothesis gloss aligned to it (correct glosses only; median, 95th percentile); BLEU-4 of the
-sentence translations; the real-time factor (compute over video seconds). ``--phoenix-seconds``
-also streams frames of the published Phoenix-2014T size through the TwoStream S2G network at
-its published size (random weights: only the time counts) per ``--precisions``.
+sentence translations; the real-time factor (compute over video seconds). Beside the offline
+WER clip by clip, the WER of the clips recognised offline as one video (whole context: the
+best the stream can do with the model), and ``--agreement``: how often a step's class in a
+window equals its whole-video class, per frames after it (the look-ahead the model needs).
+``--phoenix-seconds`` also streams frames of the published Phoenix-2014T size through the
+TwoStream S2G network at its published size (random weights: only the time counts) per
+``--precisions``. ``--threads 1`` on a busy CPU (docs/live.md). Figures: docs/live.md.
 """
 
 from __future__ import annotations
