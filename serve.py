@@ -24,7 +24,6 @@ import logging
 import sys
 from pathlib import Path
 
-import torch
 import uvicorn
 
 from engine.run_folder import open_run
@@ -34,8 +33,7 @@ from preprocess.extract_keypoints import keypoints_of_frames
 from preprocess.pose_estimators import build_estimator, frame_estimator
 from translate import add_model_arguments, add_stream_options, build_pipeline, stream_options
 from utils.cli import run_command
-from utils.distributed import select_device
-from utils.errors import ConfigurationError
+from utils.distributed import select_device, set_threads
 
 logger = logging.getLogger("serve")
 
@@ -101,10 +99,7 @@ def limits_of(args: argparse.Namespace) -> WebLimits:
 def service_of(args: argparse.Namespace) -> WebService:
     """The models (loaded once) and what the page needs around them."""
     options, limits = stream_options(args), limits_of(args)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigurationError(f"--threads: expected 1 or more, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     device = select_device(args.device)
     if args.s2g:
         args.run = None  # explicit pairs replace the default run folder

@@ -72,7 +72,7 @@ from engine.video_report import write_json, write_overlay, write_picture
 from preprocess.extract_keypoints import keypoints_of_frames
 from preprocess.pose_estimators import build_estimator, frame_estimator
 from utils.cli import run_command
-from utils.distributed import select_device
+from utils.distributed import select_device, set_threads
 from utils.errors import ConfigurationError, DataError
 from utils.files import read_pickle
 
@@ -312,10 +312,7 @@ def run_live(args: argparse.Namespace) -> None:
     if args.inputs or args.overlay is not None:
         raise ConfigurationError("--stream / --camera take no other inputs and no --overlay")
     options = stream_options(args)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigurationError(f"--threads: expected 1 or more, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     device = select_device(args.device)
     with open_run(args.run) if args.run is not None else contextlib.nullcontext() as run:
         pipeline = build_pipeline(args, device, run)

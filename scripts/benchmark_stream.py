@@ -79,6 +79,7 @@ from engine.video_inference import (  # noqa: E402
 from modelling.ctc_decoding import ctc_decode_scores, ctc_forced_alignment  # noqa: E402
 from scripts.benchmark_keypoints import phoenix_frames  # noqa: E402
 from utils.config import config_from_dict  # noqa: E402
+from utils.distributed import set_threads  # noqa: E402
 from utils.files import read_pickle  # noqa: E402
 from utils.metrics import align_words, bleu, recognition_wer  # noqa: E402
 
@@ -517,8 +518,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     torch.manual_seed(0)
     report: dict = {"threads": torch.get_num_threads(), "clock": args.clock, "rows": []}
     if args.clips > 0:

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from utils.errors import ConfigurationError
+
 
 @dataclass(frozen=True)
 class DistributedContext:
@@ -52,6 +54,15 @@ def move_to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, (list, tuple)):
         return type(batch)(move_to_device(v, device) for v in batch)
     return batch
+
+
+def set_threads(threads: int | None, option: str = "--threads") -> None:
+    """Torch's intra-op threads, where given (one on a busy CPU: docs/live.md)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise ConfigurationError(f"{option}: expected 1 or more, got {threads}")
+    torch.set_num_threads(threads)
 
 
 def has_native_bf16(device: torch.device) -> bool:
