@@ -61,6 +61,7 @@ from engine.streaming import (
 )
 from engine.video_inference import (
     PIPELINES,
+    TRANSLATION_WEIGHTS,
     Pipeline,
     held_networks,
     load_run,
@@ -110,6 +111,13 @@ def add_model_arguments(parser: argparse.ArgumentParser, run_default: Path | Non
     parser.add_argument("--s2t", nargs="+", default=[], help="CONFIG[:CHECKPOINT] of S2T networks")
     parser.add_argument("--ensemble", help="CONFIG of their multi-source ensemble")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument(
+        "--translation-weights",
+        default="fp32",
+        choices=tuple(TRANSLATION_WEIGHTS),
+        help="bf16: the translation networks' linear weights kept in bf16 and computed in "
+        "float32 (half their memory; docs/performance.md)",
+    )
 
 
 def _add_stream_arguments(parser: argparse.ArgumentParser) -> None:
@@ -190,15 +198,18 @@ def build_pipeline(args: argparse.Namespace, device: torch.device, run: Path | N
     if run is not None:
         if args.s2g:
             raise ConfigurationError("give --run or --s2g (with --g2t / --s2t), not both")
-        return load_run(run, device, args.pipeline)
+        return load_run(run, device, args.pipeline, args.translation_weights)
     if not args.s2g:
         raise ConfigurationError("give the models: --run RUN_FOLDER or --s2g CONFIG[:CHECKPOINT]")
     s2g = load_stage("s2g", *_pair(args.s2g), device)
     results = Path(s2g.cfg.training.model_dir) / "results.json"
     pipeline = Pipeline(s2g=s2g, head=reported_head(results, s2g))
+    narrow = {"translation_weights": args.translation_weights}
     if args.g2t:
-        pipeline.g2t = load_stage("g2t", *_pair(args.g2t), device)
-    pipeline.s2t = [load_stage(f"s2t{i}", *_pair(p), device) for i, p in enumerate(args.s2t)]
+        pipeline.g2t = load_stage("g2t", *_pair(args.g2t), device, **narrow)
+    pipeline.s2t = [
+        load_stage(f"s2t{i}", *_pair(p), device, **narrow) for i, p in enumerate(args.s2t)
+    ]
     if args.ensemble:
         members = held_networks(pipeline.s2t)  # the S2T networks, not second copies
         pipeline.ensemble = load_stage("s2t_ensemble", Path(args.ensemble), None, device, members)

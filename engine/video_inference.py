@@ -43,6 +43,7 @@ from engine.run_folder import INFERENCE_STAGES, load_stage_config, stage_source
 from engine.task_data import Vocabularies, frame_rate_of, frame_size_of
 from modelling.ctc_decoding import ctc_decode_scores, ctc_forced_alignment
 from modelling.ensemble import build_translation_ensemble
+from modelling.narrow_weights import store_linear_weights
 from modelling.sign_language_model import EnsembleSignToText, SignToGloss
 from utils.checkpoints import PACKED_WEIGHTS, best_checkpoint
 from utils.config import Config
@@ -53,6 +54,7 @@ logger = logging.getLogger(__name__)
 
 S2T_STAGES = ("s2t_video", "s2t_keypoint", "s2t_joint")
 PIPELINES = ("auto", "glosses", "g2t", "s2t")
+TRANSLATION_WEIGHTS = {"fp32": None, "bf16": torch.bfloat16}  # stored type of their linears
 HEAD_STRIDE = 4  # frames per step of the top-level heads (S3D block 4)
 
 
@@ -78,6 +80,7 @@ def load_stage(
     checkpoint: Path | None,
     device: torch.device,
     loaded: HeldNetworks | None = None,
+    translation_weights: str = "fp32",
 ) -> StageModel:
     """The model of ``config`` with the weights of ``checkpoint`` (default: its best one).
 
@@ -85,6 +88,9 @@ def load_stage(
     Built without random weights and given the checkpoint's tensors
     (:func:`engine.experiment.load_task_model`). An ensemble's members that ``loaded``
     holds (:func:`held_networks` of the S2T stages) are those networks, not second copies.
+    ``translation_weights``: ``bf16`` keeps a G2T or S2T model's linear weights in bf16,
+    computed in float32 (:mod:`modelling.narrow_weights`: half the memory, the weights
+    rounded); ``fp32`` as trained.
     """
     cfg = load_stage_config(config)
     vocabs = build_vocabularies(cfg, Path(cfg.training.model_dir), save=False)
@@ -95,7 +101,19 @@ def load_stage(
     else:
         path = Path(checkpoint or best_checkpoint(cfg.training.model_dir))
         model = load_task_model(cfg, vocabs, path)
+        narrow = _translation_dtype(translation_weights)
+        if narrow is not None and cfg.task in ("G2T", "S2T"):
+            saved = store_linear_weights(model, narrow)
+            logger.info("%s: linear weights kept in %s (%.2f GB saved)", name, narrow, saved / 1e9)
     return StageModel(name, cfg, model.to(device).eval(), vocabs, path)
+
+
+def _translation_dtype(name: str) -> torch.dtype | None:
+    if name not in TRANSLATION_WEIGHTS:
+        raise ConfigurationError(
+            f"--translation-weights: expected one of {', '.join(TRANSLATION_WEIGHTS)}, got {name!r}"
+        )
+    return TRANSLATION_WEIGHTS[name]
 
 
 def held_networks(stages: Sequence[StageModel]) -> HeldNetworks:
@@ -127,13 +145,19 @@ class Pipeline:
         return "S2G + G2T" if self.g2t is not None else "S2G"
 
 
-def load_run(run: str | Path, device: torch.device, pipeline: str = "auto") -> Pipeline:
+def load_run(
+    run: str | Path,
+    device: torch.device,
+    pipeline: str = "auto",
+    translation_weights: str = "fp32",
+) -> Pipeline:
     """The models of a run folder of the staged schedule, found by stage name.
 
     ``auto``: the most complete pipeline the folder holds (S2T + ensemble, else G2T, else
     glosses only); ``glosses`` / ``g2t`` / ``s2t``: that one, or an error naming the
-    missing stage.
+    missing stage. ``translation_weights``: see :func:`load_stage`.
     """
+    _translation_dtype(translation_weights)  # a wrong choice fails before any loading
     if pipeline not in PIPELINES:
         raise ConfigurationError(
             f"--pipeline: expected one of {', '.join(PIPELINES)}, got {pipeline!r}"
@@ -151,7 +175,11 @@ def load_run(run: str | Path, device: torch.device, pipeline: str = "auto") -> P
             f"{missing[0]}/ckpts/best.ckpt or {missing[0]}/{PACKED_WEIGHTS}); it holds "
             f"{', '.join(present) or 'no stage'}"
         )
-    models = {s: load_stage(s, found[s], None, device) for s in wanted if s != "s2t_ensemble"}
+    models = {
+        s: load_stage(s, found[s], None, device, translation_weights=translation_weights)
+        for s in wanted
+        if s != "s2t_ensemble"
+    }
     if "s2t_ensemble" in wanted:  # its members are the S2T stages' networks: held once
         members = held_networks([models[s] for s in S2T_STAGES])
         models["s2t_ensemble"] = load_stage(

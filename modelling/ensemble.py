@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from dataset.text_tokenizer import TextTokenizer, build_text_tokenizer
+from modelling.narrow_weights import state_shapes
 from modelling.published_checkpoints_translation import load_ensemble_member
 from modelling.translation_decoding import DecoderSource, decode, ensemble_logits
 from modelling.translation_network import (
@@ -196,11 +197,8 @@ def same_architecture(first: nn.Module, second: nn.Module) -> bool:
         fields = model.config.to_dict()
         return {k: v for k, v in fields.items() if k not in _TRAINING_ONLY}
 
-    def shapes(model: nn.Module) -> dict:  # every name, tied ones included
-        return {name: tuple(t.shape) for name, t in model.state_dict().items()}
-
     return (
         inference_fields(first) == inference_fields(second)
         and first.generation_config.to_dict() == second.generation_config.to_dict()
-        and shapes(first) == shapes(second)
+        and state_shapes(first) == state_shapes(second)
     )

@@ -3,6 +3,7 @@
     python scripts/benchmark_video.py                          # a 10-second video, CPU, fp32
     python scripts/benchmark_video.py --precisions fp32,bf16   # both, and their gloss agreement
     python scripts/benchmark_video.py --text-tokens 0          # hypotheses to the length limit
+    python scripts/benchmark_video.py --translation-weights bf16   # mBART linears stored in bf16
 
 The Phoenix-2014T TwoStream S2G network, the three S2T networks (video, keypoint, joint; the
 mBART-large architecture with a word vocabulary of the Phoenix-2014T training texts when
@@ -54,7 +55,7 @@ sys.path.insert(0, str(REPO))
 
 from engine.experiment import build_task_model, build_vocabularies  # noqa: E402
 from engine.run_folder import load_stage_config, write_inference_config  # noqa: E402
-from engine.video_inference import load_run, translate_clip  # noqa: E402
+from engine.video_inference import TRANSLATION_WEIGHTS, load_run, translate_clip  # noqa: E402
 from preprocess.extract_keypoints import keypoints_of_frames  # noqa: E402
 from preprocess.pose_estimators import build_estimator  # noqa: E402
 from scripts.benchmark_keypoints import phoenix_frames  # noqa: E402
@@ -200,7 +201,13 @@ def _translate(pipeline, frames, keypoints, precision: str):
     return translate_clip(pipeline, frames, 25.0, torch.device("cpu"), keypoints, **options)
 
 
-def measure(run: Path, frames: np.ndarray, precisions: list[str], seconds: float) -> dict:
+def measure(
+    run: Path,
+    frames: np.ndarray,
+    precisions: list[str],
+    seconds: float,
+    translation_weights: str = "fp32",
+) -> dict:
     """Load the run (timed), then translate the clip once per precision."""
     estimator = build_estimator("mediapipe")
     cached: dict[str, np.ndarray] = {}
@@ -217,7 +224,7 @@ def measure(run: Path, frames: np.ndarray, precisions: list[str], seconds: float
     with PeakMemory() as whole:
         with PeakMemory() as memory:
             started = time.perf_counter()
-            pipeline = load_run(run, torch.device("cpu"))
+            pipeline = load_run(run, torch.device("cpu"), translation_weights=translation_weights)
             report["loading the models_s"] = time.perf_counter() - started
         peaks["loading"] = memory.peak / GB
         for precision in precisions:
@@ -228,6 +235,7 @@ def measure(run: Path, frames: np.ndarray, precisions: list[str], seconds: float
                 "precision": precision, **{f"{k}_s": v for k, v in result.timings_s.items()},
                 "rtf": compute / seconds, "peak_rss_gb": memory.peak / GB,
                 "glosses": result.gloss_text, "text_tokens": len((result.text or "").split()),
+                "text": result.text,
                 "windows": result.model["windows"],
             })  # fmt: skip
     peaks["whole measurement"] = whole.peak / GB
@@ -289,6 +297,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--text-tokens", type=int, default=PHOENIX_TEXT_WORDS,
                         help="tokens per hypothesis (0: the published length limit)")  # fmt: skip
     parser.add_argument("--weights", choices=("safetensors", "ckpt"), default="safetensors")
+    parser.add_argument("--translation-weights", choices=tuple(TRANSLATION_WEIGHTS),
+                        default="fp32", help="as translate.py's")  # fmt: skip
     parser.add_argument("--workdir", type=Path, help="keeps the run folder (default: temporary)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--json", type=Path)
@@ -305,13 +315,15 @@ def main(argv: list[str] | None = None) -> dict:
     frames = np.stack(phoenix_frames(int(args.seconds * 25)))
     with tempfile.TemporaryDirectory() as tmp:
         run = _ensure_run(args.workdir or Path(tmp), args.weights, args.text_tokens)
-        report = measure(run, frames, args.precisions.split(","), args.seconds)
+        precisions = args.precisions.split(",")
+        report = measure(run, frames, precisions, args.seconds, args.translation_weights)
         if args.floor:
             report["floor"] = floor(run, len(frames) // 4 * 4)
     report = {
         "video": f"{len(frames)} frames, 260 x 210, 25 frames/s ({args.seconds:g} s)",
         "threads": torch.get_num_threads(),
         "weights": args.weights,
+        "translation_weights": args.translation_weights,
         "text_tokens_limit": args.text_tokens or "published (100)",
         **report,
     }

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from torch import nn
+from torch.nn.utils import parametrize
 
 import training
 import translate
@@ -21,6 +23,7 @@ from engine.video_inference import (
     Recognition,
     StageModel,
     _join,
+    _s2t_batch,
     checked_keypoints,
     load_run,
     prepare_clip,
@@ -34,7 +37,7 @@ from modelling.sign_language_model import EnsembleSignToText
 from modelling.translation_network import build_mbart
 from utils.checkpoints import PACKED_WEIGHTS, atomic_save, meta_parameters
 from utils.config import config_from_dict
-from utils.errors import DataError
+from utils.errors import ConfigurationError, DataError
 from utils.files import write_safetensors
 
 FRAME_SIZE = (260, 210)  # height, width, as Phoenix stores them
@@ -439,3 +442,54 @@ def test_lean_loading_gives_the_plain_paths_glosses_spans_and_text(tiny_s2t_run)
     assert np.array_equal(ours.recognition.log_probs, theirs.recognition.log_probs)
     assert ours.glosses == theirs.glosses and ours.gloss_text == theirs.gloss_text
     assert ours.text == theirs.text and len(ours.text.split()) > 0
+
+
+def _round_linear_weights(model: nn.Module) -> None:
+    """Round the linear weights not tied to an embedding to bf16, kept in float32."""
+    embedded = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    for module in model.modules():
+        if isinstance(module, nn.Linear) and id(module.weight) not in embedded:
+            module.weight.data = module.weight.data.bfloat16().float()
+
+
+def _encoder_inputs(stage: StageModel, recognition: Recognition) -> torch.Tensor:
+    batch = _s2t_batch(recognition, stage.cfg.data.input_streams, CPU)
+    with torch.no_grad():
+        return stage.model.encoder_inputs(stage.model.recognise(batch, with_labels=False))[
+            "inputs_embeds"
+        ]
+
+
+def test_translation_weights_in_bf16_are_the_networks_with_rounded_linear_weights(tiny_s2t_run):
+    run, frames = tiny_s2t_run["run"], tiny_s2t_run["frames"]
+    narrow = load_run(run, CPU, "s2t", translation_weights="bf16")
+    plain = load_run(run, CPU, "s2t")
+    rounded = load_run(run, CPU, "s2t")
+    for stage in rounded.s2t:
+        _round_linear_weights(stage.model)
+    assert not any(parametrize.is_parametrized(m) for m in narrow.s2g.model.modules())
+    stored = [
+        m.parametrizations.weight.original0.dtype
+        for stage in narrow.s2t
+        for m in stage.model.modules()
+        if parametrize.is_parametrized(m, "weight")
+    ]
+    assert len(stored) > 3 * 10 and set(stored) == {torch.bfloat16}
+    members = list(narrow.ensemble.model.translation_network.models)
+    held = [s.model.translation_network.model for s in narrow.s2t]
+    assert [id(m) for m in members] == [id(held[2]), id(held[0]), id(held[1])]
+    ours = translate_clip(narrow, frames, 25.0, CPU)
+    theirs = translate_clip(rounded, frames, 25.0, CPU)
+    assert np.array_equal(ours.recognition.log_probs, theirs.recognition.log_probs)
+    assert ours.text == theirs.text and len(ours.text.split()) > 0
+    for a, b, c in zip(narrow.s2t, rounded.s2t, plain.s2t):
+        inputs = _encoder_inputs(a, ours.recognition)
+        assert torch.equal(inputs, _encoder_inputs(b, ours.recognition))
+        assert not torch.equal(inputs, _encoder_inputs(c, ours.recognition))
+
+
+def test_an_unknown_translation_weight_type_is_named(tiny_s2t_run):
+    with pytest.raises(
+        ConfigurationError, match=r"--translation-weights: expected one of fp32, bf16"
+    ):
+        load_run(tiny_s2t_run["run"], CPU, "s2t", translation_weights="fp16")
