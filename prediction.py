@@ -11,6 +11,8 @@ field's official evaluation, sclite's counts; see docs/evaluation.md), ``bleu1``
 and ``rouge`` for translation. ``wer_official`` is scored against the ground truth generated
 from the annotation file, or against the official STM file ``--official-stm dev=PATH``
 gives. With ``testing.tuning`` in the config, decoding settings are chosen on dev.
+``--translation-weights bf16`` scores a translation model with its linear weights kept in bf16
+(computed in float32), as ``translate.py --translation-weights bf16`` runs it.
 """
 
 from __future__ import annotations
@@ -20,9 +22,12 @@ import logging
 import sys
 from pathlib import Path
 
+import torch
+
 from engine.experiment import build_task_model, build_vocabularies, load_model_weights
 from engine.inference import predict_splits
 from engine.run_folder import load_stage_config
+from modelling.narrow_weights import store_linear_weights
 from utils.checkpoints import best_checkpoint
 from utils.cli import add_override_argument, run_command
 from utils.config import check_files
@@ -51,6 +56,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         metavar="SPLIT=PATH",
         help="an official STM ground truth for wer_official of SPLIT (repeatable)",
+    )
+    parser.add_argument(
+        "--translation-weights",
+        default="fp32",
+        choices=("fp32", "bf16"),
+        help="G2T / S2T / ensemble: bf16 keeps the linear weights in bf16, computed in float32 "
+        "(what translate.py --translation-weights bf16 costs in BLEU)",
     )
     add_override_argument(parser)
     return parser.parse_args(argv)
@@ -81,6 +93,10 @@ def run(args: argparse.Namespace) -> dict:
             f"--save-logits: writes gloss log-probabilities of sign-to-gloss models; "
             f"{args.config} is a {cfg.task} config"
         )
+    if args.translation_weights == "bf16" and cfg.task == "S2G":
+        raise ConfigurationError(
+            f"--translation-weights bf16: {args.config} is an S2G config (no translation network)"
+        )
     ctx = init_distributed(cfg.training.device)
     model_dir = Path(cfg.training.model_dir)
     output = Path(args.output) if args.output else model_dir / "prediction"
@@ -94,6 +110,9 @@ def run(args: argparse.Namespace) -> dict:
         checkpoint = Path(args.ckpt) if args.ckpt else best_checkpoint(model_dir)
         load_model_weights(model, checkpoint)
         logger.info("weights from %s", checkpoint)
+    if args.translation_weights == "bf16":
+        saved = store_linear_weights(model, torch.bfloat16)
+        logger.info("linear weights kept in bf16, computed in float32 (%.3f GB saved)", saved / 1e9)
     return predict_splits(
         model, cfg, vocabs, ctx, splits, output, args.save_logits, official_stm=official_stm
     )

@@ -381,3 +381,20 @@ def test_a_stage_built_on_a_pretrained_mbart_folder_travels_without_it(tmp_path)
     for gloss in glosses:
         expected = translate_glosses(original, gloss, torch.device("cpu"))
         assert translate_glosses(moved, gloss, torch.device("cpu")) == expected
+
+
+def test_translation_weights_in_bf16_through_translate_and_prediction(trained, tmp_path):
+    """The commands take the switch; recognition is untouched, translation still runs."""
+    run = trained["run"]
+    narrow = _translate(run, trained["video"], trained["keypoints"], tmp_path / "n.json",
+                        "--translation-weights", "bf16")  # fmt: skip
+    for key in ("glosses", "gloss_text", "head"):
+        assert narrow[key] == trained["reference"][key], key
+    assert isinstance(narrow["text"], str)
+    config = str(run / "s2t_joint" / INFERENCE_CONFIG)
+    args = ["--config", config, "--splits", "dev", "--output", str(tmp_path / "p")]
+    assert prediction.main([*args, "--translation-weights", "bf16"]) == 0
+    assert "linear weights kept in bf16" in (tmp_path / "p" / "prediction.log").read_text()
+    assert "bleu4" in json.loads((tmp_path / "p" / "results.json").read_text())["dev"]
+    s2g = str(run / "s2g" / INFERENCE_CONFIG)
+    assert prediction.main(["--config", s2g, "--translation-weights", "bf16"]) == 2
