@@ -57,7 +57,7 @@ def store_linear_weights(model: nn.Module, dtype: torch.dtype = torch.bfloat16) 
     """
     shared = _shared_parameters(model)
     saved = 0
-    for module in model.modules():
+    for module in list(model.modules()):  # registering adds modules
         weight = getattr(module, "weight", None)
         if isinstance(module, nn.Linear) and isinstance(weight, nn.Parameter):
             if id(weight) in shared or weight.dtype != torch.float32:
@@ -74,12 +74,11 @@ def store_linear_weights(model: nn.Module, dtype: torch.dtype = torch.bfloat16) 
 STORED_SUFFIX = ".parametrizations.weight.original0"
 
 
+def _plain_name(key: str) -> str:
+    return key.removesuffix(STORED_SUFFIX) + ".weight" if key.endswith(STORED_SUFFIX) else key
+
+
 def state_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
     """The shapes of ``model``'s state dict, a narrowed weight under its own name
     (``….weight``, not the parametrization's key), tied entries included."""
-    return {
-        name.removesuffix(STORED_SUFFIX) + (".weight" if name.endswith(STORED_SUFFIX) else ""): (
-            tuple(tensor.shape)
-        )
-        for name, tensor in model.state_dict().items()
-    }
+    return {_plain_name(key): tuple(tensor.shape) for key, tensor in model.state_dict().items()}
