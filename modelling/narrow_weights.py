@@ -64,11 +64,27 @@ def store_linear_weights(model: nn.Module, dtype: torch.dtype = torch.bfloat16) 
                 continue
             saved += weight.numel() * (weight.element_size() - torch.finfo(dtype).bits // 8)
             parametrize.register_parametrization(module, "weight", StoredNarrow(dtype))
-    with torch.no_grad():
-        for tensor in (*model.parameters(), *model.buffers()):
-            if tensor.dtype != dtype:
-                tensor.data = tensor.data.clone()
+    _copy_out(model, keep=dtype)
     return saved
+
+
+def _copy_out(model: nn.Module, keep: torch.dtype) -> None:
+    """Every parameter and buffer not of type ``keep`` replaced by a copy (tied ones stay
+    tied). A new tensor, not ``.data =``: a tensor read from a file can be a view whose base
+    (which holds the whole mapped file) outlives a swap of its data."""
+    copies: dict[int, torch.Tensor] = {}
+    with torch.no_grad():
+        for module in model.modules():
+            for table in (module._parameters, module._buffers):
+                for name, tensor in table.items():
+                    if tensor is None or tensor.dtype == keep:
+                        continue
+                    if id(tensor) not in copies:
+                        copy = tensor.detach().clone()
+                        if isinstance(tensor, nn.Parameter):
+                            copy = nn.Parameter(copy, requires_grad=tensor.requires_grad)
+                        copies[id(tensor)] = copy
+                    table[name] = copies[id(tensor)]
 
 
 STORED_SUFFIX = ".parametrizations.weight.original0"

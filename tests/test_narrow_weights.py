@@ -9,6 +9,7 @@ from torch import nn
 from transformers import MBartConfig, MBartForConditionalGeneration
 
 from modelling.narrow_weights import state_shapes, store_linear_weights
+from utils.files import read_safetensors, write_safetensors
 
 TINY = {
     "vocab_size": 40, "d_model": 16, "encoder_layers": 1, "decoder_layers": 1,
@@ -73,10 +74,14 @@ def test_under_bf16_autocast_the_layer_gets_the_stored_weight_as_it_is():
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
-def test_the_memory_mapped_checkpoint_is_released(tmp_path):
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_the_memory_mapped_checkpoint_is_released(tmp_path, suffix):
     """Pages read from a mapped checkpoint count as resident while it stays mapped."""
-    path = tmp_path / "weights.pt"
-    torch.save(_mbart().state_dict(), path)
+    path = tmp_path / f"weights{suffix}"
+    if suffix == ".pt":
+        torch.save(_mbart().state_dict(), path)
+    else:
+        write_safetensors(path, _mbart().state_dict())
 
     def mapped() -> bool:
         gc.collect()
@@ -84,12 +89,18 @@ def test_the_memory_mapped_checkpoint_is_released(tmp_path):
 
     with torch.device("meta"):
         model = MBartForConditionalGeneration(MBartConfig(**TINY))
-    model.load_state_dict(torch.load(path, mmap=True, weights_only=True), assign=True)
+    if suffix == ".pt":
+        state = torch.load(path, mmap=True, weights_only=True)
+    else:
+        state = read_safetensors(path)
+    model.load_state_dict(state, assign=True)
+    del state
     model.tie_weights()
     assert mapped()
     store_linear_weights(model)
     assert not mapped()
     assert not any(p.is_meta for p in model.parameters())
+    assert model.lm_head.weight is model.model.shared.weight
 
 
 def test_state_shapes_name_a_narrowed_weight_as_the_plain_network_does():
