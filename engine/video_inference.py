@@ -68,6 +68,25 @@ class StageModel:
     model: nn.Module
     vocabs: Vocabularies
     weights: Path | None = None
+    narrow_to: torch.dtype | None = None  # linear weights to narrow before first use
+
+    def ready(self) -> nn.Module:
+        """The model, its linear weights narrowed first if that is pending.
+
+        Narrowed at first use, not at loading: until then the weights stay in the mapped
+        file, untouched, so that the recognition network's activations and the translation
+        networks are never resident at the same time (docs/performance.md).
+        """
+        if self.narrow_to is not None:
+            saved = store_linear_weights(self.model, self.narrow_to)
+            logger.info(
+                "%s: linear weights kept in %s (%.2f GB saved)",
+                self.name,
+                self.narrow_to,
+                saved / 1e9,
+            )
+            self.narrow_to = None
+        return self.model
 
 
 HeldNetworks = Callable[[str], nn.Module | None]
@@ -90,7 +109,7 @@ def load_stage(
     holds (:func:`held_networks` of the S2T stages) are those networks, not second copies.
     ``translation_weights``: ``bf16`` keeps a G2T or S2T model's linear weights in bf16,
     computed in float32 (:mod:`modelling.narrow_weights`: half the memory, the weights
-    rounded); ``fp32`` as trained.
+    rounded), from its first use on (:meth:`StageModel.ready`); ``fp32`` as trained.
     """
     cfg = load_stage_config(config)
     vocabs = build_vocabularies(cfg, Path(cfg.training.model_dir), save=False)
@@ -101,11 +120,8 @@ def load_stage(
     else:
         path = Path(checkpoint or best_checkpoint(cfg.training.model_dir))
         model = load_task_model(cfg, vocabs, path)
-        narrow = _translation_dtype(translation_weights)
-        if narrow is not None and cfg.task in ("G2T", "S2T"):
-            saved = store_linear_weights(model, narrow)
-            logger.info("%s: linear weights kept in %s (%.2f GB saved)", name, narrow, saved / 1e9)
-    return StageModel(name, cfg, model.to(device).eval(), vocabs, path)
+    narrow = _translation_dtype(translation_weights) if cfg.task in ("G2T", "S2T") else None
+    return StageModel(name, cfg, model.to(device).eval(), vocabs, path, narrow)
 
 
 def _translation_dtype(name: str) -> torch.dtype | None:
@@ -467,7 +483,7 @@ def translate_glosses(stage: StageModel, glosses: str, device: torch.device) -> 
     vocabs = stage.vocabs
     ids, mask = vocabs.source.encode_for_translation([glosses], vocabs.source_language)
     batch = {"gloss_input_ids": ids.to(device), "gloss_attention_mask": mask.to(device)}
-    return stage.model.predict(batch, stage.cfg.testing.cfg)["text"][0]
+    return stage.ready().predict(batch, stage.cfg.testing.cfg)["text"][0]
 
 
 def _s2t_batch(recognition: Recognition, streams: Sequence[str], device) -> dict[str, Any]:
@@ -487,9 +503,10 @@ def translate_features(pipeline: Pipeline, recognition: Recognition, device) -> 
     sources, masks = [], []
     for stage in pipeline.s2t:
         batch = _s2t_batch(recognition, stage.cfg.data.input_streams, device)
+        model = stage.ready()
         if pipeline.ensemble is None:
-            return stage.model.predict(batch, stage.cfg.testing.cfg)["text"][0]
-        inputs = stage.model.encoder_inputs(stage.model.recognise(batch, with_labels=False))
+            return model.predict(batch, stage.cfg.testing.cfg)["text"][0]
+        inputs = model.encoder_inputs(model.recognise(batch, with_labels=False))
         sources.append(inputs["inputs_embeds"])
         masks.append(inputs["attention_mask"])
     settings = pipeline.ensemble.cfg.testing.cfg.translation

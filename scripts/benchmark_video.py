@@ -23,7 +23,8 @@ trained model stops at; ``--text-tokens 0`` keeps the published limit.
 Reports the time of each step (loading the models, then
 :func:`engine.video_inference.translate_clip`'s keypoints, recognition and translation), the
 real-time factor (compute seconds per second of video, loading left out), and the peak
-resident memory of each step and of the whole measurement (sampled every 10 ms).
+resident memory of each step and of the whole measurement (sampled every 10 ms), and the
+whole measurement's peak of anonymous memory (resident memory less mapped files' pages).
 ``--floor`` adds the S2G backbone's arithmetic at this length (TFLOP, with and without the
 pyramid, counted on the meta device) and the GFLOP/s of its largest lateral convolution
 (480 -> 480 channels, kernel 7x3x3) on this CPU.
@@ -72,10 +73,13 @@ GB = 1e9
 
 
 class PeakMemory:
-    """The largest resident set size seen while the block runs (``/proc/self/status``)."""
+    """The largest resident set size seen while the block runs (``/proc/self/status``), and
+    the largest anonymous part of it: what is not pages of mapped files (weights read
+    from a memory-mapped checkpoint), which the kernel can drop and read again."""
 
     def __enter__(self) -> PeakMemory:
-        self.peak, self._running = self._rss(), True
+        self.peak, self.peak_anonymous = self._rss()
+        self._running = True
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
@@ -83,19 +87,25 @@ class PeakMemory:
     def __exit__(self, *exc) -> None:
         self._running = False
         self._thread.join()
-        self.peak = max(self.peak, self._rss())
+        self._update()
+
+    def _update(self) -> None:
+        total, anonymous = self._rss()
+        self.peak = max(self.peak, total)
+        self.peak_anonymous = max(self.peak_anonymous, anonymous)
 
     def _sample(self) -> None:
         while self._running:
-            self.peak = max(self.peak, self._rss())
+            self._update()
             time.sleep(0.01)
 
     @staticmethod
-    def _rss() -> int:
+    def _rss() -> tuple[int, int]:
+        values = {}
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        return 0
+            if line.startswith(("VmRSS:", "RssAnon:")):
+                values[line.split(":")[0]] = int(line.split()[1]) * 1024
+        return values.get("VmRSS", 0), values.get("RssAnon", 0)
 
 
 # -- the run folder (written once, not measured) ---------------------------------------------
@@ -240,6 +250,7 @@ def measure(
             })  # fmt: skip
     peaks["whole measurement"] = whole.peak / GB
     report["peak_rss_gb"] = peaks
+    report["peak_anonymous_gb"] = whole.peak_anonymous / GB
     return report
 
 

@@ -467,19 +467,23 @@ def test_translation_weights_in_bf16_are_the_networks_with_rounded_linear_weight
     rounded = load_run(run, CPU, "s2t")
     for stage in rounded.s2t:
         _round_linear_weights(stage.model)
-    assert not any(parametrize.is_parametrized(m) for m in narrow.s2g.model.modules())
-    stored = [
-        m.parametrizations.weight.original0.dtype
-        for stage in narrow.s2t
-        for m in stage.model.modules()
-        if parametrize.is_parametrized(m, "weight")
-    ]
-    assert len(stored) > 3 * 10 and set(stored) == {torch.bfloat16}
+
+    def stored() -> list[torch.dtype]:
+        return [
+            m.parametrizations.weight.original0.dtype
+            for stage in narrow.s2t
+            for m in stage.model.modules()
+            if parametrize.is_parametrized(m, "weight")
+        ]
+
+    assert stored() == []  # narrowed at first use: the file's pages untouched until then
     members = list(narrow.ensemble.model.translation_network.models)
     held = [s.model.translation_network.model for s in narrow.s2t]
     assert [id(m) for m in members] == [id(held[2]), id(held[0]), id(held[1])]
     ours = translate_clip(narrow, frames, 25.0, CPU)
     theirs = translate_clip(rounded, frames, 25.0, CPU)
+    assert len(stored()) > 3 * 10 and set(stored()) == {torch.bfloat16}
+    assert not any(parametrize.is_parametrized(m) for m in narrow.s2g.model.modules())
     assert np.array_equal(ours.recognition.log_probs, theirs.recognition.log_probs)
     assert ours.text == theirs.text and len(ours.text.split()) > 0
     for a, b, c in zip(narrow.s2t, rounded.s2t, plain.s2t):
