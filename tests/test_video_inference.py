@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -27,12 +28,14 @@ from engine.video_inference import (
     checked_keypoints,
     load_run,
     prepare_clip,
+    reported_head,
     resample_indices,
     translate_clip,
     windows_of,
 )
 from modelling.ensemble import TranslationEnsemble
 from modelling.published_checkpoints_translation import load_ensemble_member
+from modelling.recognition_network import HeadSpec
 from modelling.sign_language_model import EnsembleSignToText
 from modelling.translation_network import build_mbart
 from utils.checkpoints import PACKED_WEIGHTS, atomic_save, meta_parameters
@@ -497,3 +500,27 @@ def test_an_unknown_translation_weight_type_is_named(tiny_s2t_run):
         ConfigurationError, match=r"--translation-weights: expected one of fp32, bf16"
     ):
         load_run(tiny_s2t_run["run"], CPU, "s2t", translation_weights="fp16")
+
+
+def _network_of(specs: list[tuple[str, int]], ensembles: dict) -> SimpleNamespace:
+    heads = [HeadSpec(name, (name,), -1, 1.0, stride) for name, stride in specs]
+    network = SimpleNamespace(head_specs=heads, ensembles=ensembles, main_head="fuse")
+    return SimpleNamespace(model=SimpleNamespace(recognition_network=network))
+
+
+def test_the_reported_head_is_a_top_level_one_even_where_a_pyramid_head_scores_better(tmp_path):
+    s2g = _network_of(
+        [("rgb", 4), ("keypoint", 4), ("fuse", 4), ("keypoint_aux_0", 2), ("rgb_aux_0", 2)],
+        {
+            "ensemble": ("rgb", "keypoint", "fuse"),
+            "ensemble_early": ("rgb_aux_0", "keypoint_aux_0"),
+        },
+    )
+    results = tmp_path / "results.json"
+    dev = {"wer_fuse": 32.2, "wer_ensemble": 33.9, "wer_keypoint_aux_0": 25.6,
+           "wer_ensemble_early": 29.3, "wer_rgb": 33.3}  # fmt: skip
+    results.write_text(json.dumps({"dev": dev}))
+    assert reported_head(results, s2g) == "fuse"
+    results.write_text(json.dumps({"dev": {**dev, "wer_ensemble": 30.0}}))
+    assert reported_head(results, s2g) == "ensemble"
+    assert reported_head(tmp_path / "none.json", s2g) == "ensemble"
