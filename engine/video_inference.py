@@ -49,6 +49,7 @@ from utils.checkpoints import PACKED_WEIGHTS, best_checkpoint
 from utils.config import Config
 from utils.distributed import autocast_context, move_to_device, resolve_precision
 from utils.errors import ConfigurationError, DataError
+from utils.files import SAFETENSORS_SUFFIX, SafetensorsTensors
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,9 @@ class StageModel:
         networks are never resident at the same time (docs/performance.md).
         """
         if self.narrow_to is not None:
-            saved = store_linear_weights(self.model, self.narrow_to)
+            packed = self.weights is not None and self.weights.suffix == SAFETENSORS_SUFFIX
+            read = SafetensorsTensors(self.weights).get if packed else None
+            saved = store_linear_weights(self.model, self.narrow_to, read)
             logger.info(
                 "%s: linear weights kept in %s (%.2f GB saved)",
                 self.name,

@@ -11,6 +11,7 @@ import torch
 
 from utils.errors import CheckpointError, DataError
 from utils.files import (
+    SafetensorsTensors,
     atomic_pickle,
     atomic_write,
     atomic_write_bytes,
@@ -140,3 +141,18 @@ def test_json_files_are_read_with_their_kind_checked(tmp_path: Path):
     path.write_text("{")
     with pytest.raises(DataError, match=r"cannot read vocabulary .*v.json"):
         read_json(path, "vocabulary", "a JSON object")
+
+
+def test_safetensors_tensors_one_at_a_time_as_stored(tmp_path):
+    shared = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+    tensors = {"a": shared, "tied": shared, "b": torch.tensor([1.5, -2.0]).bfloat16(),
+               "c": torch.tensor([[7]], dtype=torch.int64), "empty": torch.zeros(0, 4)}  # fmt: skip
+    path = write_safetensors(tmp_path / "w.safetensors", tensors)
+    stored = SafetensorsTensors(path)
+    for name, tensor in tensors.items():
+        read = stored.get(name)
+        assert read.dtype == tensor.dtype and torch.equal(read, tensor), name
+    assert stored.get("missing") is None
+    (tmp_path / "bad.safetensors").write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00{nope")
+    with pytest.raises(CheckpointError, match=r"bad.safetensors: cannot read the safetensors"):
+        SafetensorsTensors(tmp_path / "bad.safetensors")

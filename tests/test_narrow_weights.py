@@ -9,7 +9,7 @@ from torch import nn
 from transformers import MBartConfig, MBartForConditionalGeneration
 
 from modelling.narrow_weights import state_shapes, store_linear_weights
-from utils.files import read_safetensors, write_safetensors
+from utils.files import SafetensorsTensors, read_safetensors, write_safetensors
 
 TINY = {
     "vocab_size": 40, "d_model": 16, "encoder_layers": 1, "decoder_layers": 1,
@@ -108,3 +108,21 @@ def test_state_shapes_name_a_narrowed_weight_as_the_plain_network_does():
     store_linear_weights(model)
     assert any(key.endswith("original0") for key in model.state_dict())
     assert state_shapes(model) == {k: tuple(v.shape) for k, v in plain.state_dict().items()}
+
+
+def test_weights_read_apart_from_the_mapping_give_the_same_network(tmp_path):
+    path = write_safetensors(tmp_path / "w.safetensors", _mbart().state_dict())
+    reference = _logits(_rounded(_mbart()))
+    with torch.device("meta"):
+        model = MBartForConditionalGeneration(MBartConfig(**TINY)).eval()
+    model.load_state_dict(read_safetensors(path), assign=True)
+    model.tie_weights()
+    asked: list[str] = []
+
+    def read(name: str):
+        asked.append(name)
+        return SafetensorsTensors(path).get(name)
+
+    store_linear_weights(model, read=read)
+    assert torch.equal(_logits(model), reference)
+    assert "model.encoder.layers.0.fc1.weight" in asked and "lm_head.weight" not in asked

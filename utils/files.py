@@ -213,6 +213,45 @@ def read_safetensors(
     return tensors
 
 
+_SAFETENSORS_TYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                      "F64": torch.float64, "I64": torch.int64, "I32": torch.int32}  # fmt: skip
+
+
+class SafetensorsTensors:
+    """One tensor at a time of a safetensors file, read into memory of its own (no mapping).
+
+    A memory-mapped file keeps every page read resident until the whole mapping goes; reading
+    one tensor with ``pread`` leaves only that tensor in the process (for converting weights
+    one by one, :func:`modelling.narrow_weights.store_linear_weights`).
+    """
+
+    def __init__(self, path: str | Path, error: type[SignLanguageError] = CheckpointError) -> None:
+        self.path = Path(path)
+        try:
+            with open(self.path, "rb") as handle:
+                size = int.from_bytes(handle.read(8), "little")
+                header = json.loads(handle.read(size))
+        except (OSError, ValueError) as failure:
+            raise error(f"{self.path}: cannot read the safetensors header ({failure})") from failure
+        self._start = 8 + size
+        metadata = header.pop("__metadata__", None) or {}
+        self._aliases = json.loads(metadata.get(ALIASES_KEY, "{}"))
+        self._entries = header
+
+    def get(self, name: str) -> torch.Tensor | None:
+        """The tensor stored as ``name`` (or as the name it is an alias of), else None."""
+        entry = self._entries.get(self._aliases.get(name, name))
+        if entry is None or entry["dtype"] not in _SAFETENSORS_TYPES:
+            return None
+        begin, end = entry["data_offsets"]
+        with open(self.path, "rb") as handle:
+            data = bytearray(os.pread(handle.fileno(), end - begin, self._start + begin))
+        values = torch.frombuffer(data, dtype=_SAFETENSORS_TYPES[entry["dtype"]]) if data else None
+        if values is None:
+            return torch.empty(entry["shape"], dtype=_SAFETENSORS_TYPES[entry["dtype"]])
+        return values.reshape(entry["shape"])
+
+
 def write_safetensors(
     path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
 ) -> Path:
