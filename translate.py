@@ -112,6 +112,12 @@ def add_model_arguments(parser: argparse.ArgumentParser, run_default: Path | Non
     parser.add_argument("--ensemble", help="CONFIG of their multi-source ensemble")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument(
+        "--max-frames",
+        type=int,
+        help="video files: recognition windows of at most N frames (a multiple of 4; default: "
+        "the S2G config's max_num_frames): less memory, the overlap computed twice",
+    )
+    parser.add_argument(
         "--translation-weights",
         default="fp32",
         choices=tuple(TRANSLATION_WEIGHTS),
@@ -195,6 +201,19 @@ def _pair(text: str) -> tuple[Path, Path | None]:
 
 def build_pipeline(args: argparse.Namespace, device: torch.device, run: Path | None) -> Pipeline:
     """The models of ``run`` (the folder of ``--run``, unpacked if an archive) or of the pairs."""
+    pipeline = _models(args, device, run)
+    if args.max_frames is not None:
+        minimum = pipeline.s2g.cfg.data.min_num_frames
+        if args.max_frames % 4 or args.max_frames < max(minimum, 4):
+            raise ConfigurationError(
+                f"--max-frames {args.max_frames}: expected a multiple of 4 of at least "
+                f"{max(minimum, 4)} (the S2G model's data.min_num_frames)"
+            )
+        pipeline.max_frames = args.max_frames
+    return pipeline
+
+
+def _models(args: argparse.Namespace, device: torch.device, run: Path | None) -> Pipeline:
     if run is not None:
         if args.s2g:
             raise ConfigurationError("give --run or --s2g (with --g2t / --s2t), not both")

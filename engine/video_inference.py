@@ -154,6 +154,7 @@ class Pipeline:
     g2t: StageModel | None = None
     s2t: list[StageModel] = field(default_factory=list)
     ensemble: StageModel | None = None
+    max_frames: int | None = None  # recognition windows (default: the S2G config's)
 
     @property
     def description(self) -> str:
@@ -395,10 +396,14 @@ def _padded(clip: Clip) -> Clip:
 
 
 @torch.no_grad()
-def recognise(stage: StageModel, clip: Clip, head: str, device: torch.device) -> Recognition:
-    """Posteriors of ``head`` and the streams' head inputs over the whole clip."""
+def recognise(
+    stage: StageModel, clip: Clip, head: str, device: torch.device, max_frames: int | None = None
+) -> Recognition:
+    """Posteriors of ``head`` and the streams' head inputs over the whole clip, in windows of
+    ``max_frames`` (default: ``data.transform_cfg.max_num_frames``): shorter windows hold
+    fewer activations at once and compute their overlap twice (docs/one-video.md)."""
     clip = _padded(clip)
-    size = stage.cfg.data.transform_cfg.max_num_frames
+    size = max_frames or stage.cfg.data.transform_cfg.max_num_frames
     starts = windows_of(len(clip.frames), size)
     parts = []
     for start in starts:
@@ -599,7 +604,7 @@ def translate_clip(
         )
     started = time.perf_counter()
     with autocast_context(precision, device):
-        recognition = recognise(pipeline.s2g, clip, pipeline.head, device)
+        recognition = recognise(pipeline.s2g, clip, pipeline.head, device, pipeline.max_frames)
     beam = beam_size or pipeline.s2g.cfg.testing.cfg.recognition.beam_size
     glosses = gloss_spans(recognition, clip, pipeline.s2g, beam)
     timings["recognition"] = time.perf_counter() - started

@@ -232,6 +232,25 @@ def test_a_clip_longer_than_the_model_window_is_covered(run, tmp_path):
     assert result.glosses and result.glosses[-1]["end_s"] <= len(frames) / 25 + 1e-6
 
 
+def test_max_frames_sets_the_recognition_windows(run, tmp_path, capsys):
+    frames = np.concatenate([run["frames"]] * 2)
+    pipeline = load_run(run["run"], CPU, "glosses")
+    whole = translate_clip(pipeline, frames, 25.0, CPU)
+    pipeline.max_frames = 16
+    short = translate_clip(pipeline, frames, 25.0, CPU)
+    padded = -(-len(frames) // 4) * 4
+    assert short.model["windows"] == len(windows_of(padded, 16)) > whole.model["windows"]
+    assert short.recognition.log_probs.shape == whole.recognition.log_probs.shape
+    video = _mp4(tmp_path / "long.mp4", frames)
+    output = tmp_path / "long.json"
+    args = [str(video), "--run", str(run["run"]), "--output", str(output)]
+    assert translate.main([*args, "--max-frames", "16"]) == 0
+    assert json.loads(output.read_text())["model"]["windows"] == short.model["windows"]
+    capsys.readouterr()
+    assert translate.main([*args, "--max-frames", "18"]) == 2
+    assert "--max-frames 18: expected a multiple of 4" in capsys.readouterr().err
+
+
 def test_videos_are_resampled_to_the_model_frame_rate(run):
     frames = np.repeat(run["frames"], 2, axis=0)  # the clip at 50 frames/s
     pipeline = load_run(run["run"], CPU, "glosses")
