@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -78,19 +79,22 @@ class StageModel:
         file, untouched, so that the recognition network's activations and the translation
         networks are never resident at the same time (docs/performance.md).
         """
-        if self.narrow_to is not None:
-            packed = self.weights is not None and self.weights.suffix == SAFETENSORS_SUFFIX
-            read = SafetensorsTensors(self.weights).get if packed else None
-            saved = store_linear_weights(self.model, self.narrow_to, read)
-            logger.info(
-                "%s: linear weights kept in %s (%.2f GB saved)",
-                self.name,
-                self.narrow_to,
-                saved / 1e9,
-            )
-            self.narrow_to = None
+        with _NARROWING:  # a server's threads: one narrows, the others wait for it
+            if self.narrow_to is not None:
+                self._narrow()
         return self.model
 
+    def _narrow(self) -> None:
+        packed = self.weights is not None and self.weights.suffix == SAFETENSORS_SUFFIX
+        read = SafetensorsTensors(self.weights).get if packed else None
+        saved = store_linear_weights(self.model, self.narrow_to, read)
+        logger.info(
+            "%s: linear weights in %s (%.2f GB saved)", self.name, self.narrow_to, saved / 1e9
+        )
+        self.narrow_to = None
+
+
+_NARROWING = threading.Lock()
 
 HeldNetworks = Callable[[str], nn.Module | None]
 """A checkpoint path -> the mBART already loaded from it, or None."""

@@ -1,6 +1,7 @@
 """One-video inference: resampling, fitting, windows, spans; the command on tiny trained models."""
 
 import json
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -543,3 +544,16 @@ def test_the_reported_head_is_a_top_level_one_even_where_a_pyramid_head_scores_b
     results.write_text(json.dumps({"dev": {**dev, "wer_ensemble": 30.0}}))
     assert reported_head(results, s2g) == "ensemble"
     assert reported_head(tmp_path / "none.json", s2g) == "ensemble"
+
+
+def test_narrowing_happens_once_when_threads_ask_together(tiny_s2t_run):
+    pipeline = load_run(tiny_s2t_run["run"], CPU, "s2t", translation_weights="bf16")
+    stage = pipeline.s2t[0]
+    threads = [threading.Thread(target=stage.ready) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    lists = [m.parametrizations.weight for m in stage.model.modules()
+             if parametrize.is_parametrized(m, "weight")]  # fmt: skip
+    assert lists and all(len(p) == 1 for p in lists) and stage.narrow_to is None
