@@ -22,11 +22,10 @@ import logging
 import sys
 from pathlib import Path
 
-import torch
-
 from engine.experiment import build_task_model, build_vocabularies, load_model_weights
 from engine.inference import predict_splits
 from engine.run_folder import load_stage_config
+from engine.video_inference import TRANSLATION_WEIGHTS
 from modelling.narrow_weights import store_linear_weights
 from utils.checkpoints import best_checkpoint
 from utils.cli import add_override_argument, run_command
@@ -60,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--translation-weights",
         default="fp32",
-        choices=("fp32", "bf16"),
+        choices=tuple(TRANSLATION_WEIGHTS),
         help="G2T / S2T / ensemble: bf16 keeps the linear weights in bf16, computed in float32 "
         "(what translate.py --translation-weights bf16 costs in BLEU)",
     )
@@ -93,7 +92,8 @@ def run(args: argparse.Namespace) -> dict:
             f"--save-logits: writes gloss log-probabilities of sign-to-gloss models; "
             f"{args.config} is a {cfg.task} config"
         )
-    if args.translation_weights == "bf16" and cfg.task == "S2G":
+    narrow = TRANSLATION_WEIGHTS[args.translation_weights]
+    if narrow is not None and cfg.task == "S2G":
         raise ConfigurationError(
             f"--translation-weights bf16: {args.config} is an S2G config (no translation network)"
         )
@@ -110,9 +110,13 @@ def run(args: argparse.Namespace) -> dict:
         checkpoint = Path(args.ckpt) if args.ckpt else best_checkpoint(model_dir)
         load_model_weights(model, checkpoint)
         logger.info("weights from %s", checkpoint)
-    if args.translation_weights == "bf16":
-        saved = store_linear_weights(model, torch.bfloat16)
-        logger.info("linear weights kept in bf16, computed in float32 (%.3f GB saved)", saved / 1e9)
+    if narrow is not None:
+        saved = store_linear_weights(model, narrow)
+        logger.info(
+            "linear weights kept in %s, computed in float32 (%.3f GB saved)",
+            args.translation_weights,
+            saved / 1e9,
+        )
     return predict_splits(
         model, cfg, vocabs, ctx, splits, output, args.save_logits, official_stm=official_stm
     )

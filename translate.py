@@ -203,11 +203,11 @@ def build_pipeline(args: argparse.Namespace, device: torch.device, run: Path | N
     """The models of ``run`` (the folder of ``--run``, unpacked if an archive) or of the pairs."""
     pipeline = _models(args, device, run)
     if args.max_frames is not None:
-        minimum = pipeline.s2g.cfg.data.min_num_frames
-        if args.max_frames % 4 or args.max_frames < max(minimum, 4):
+        minimum = max(pipeline.s2g.cfg.data.min_num_frames, 4)
+        if args.max_frames % 4 or args.max_frames < minimum:
             raise ConfigurationError(
                 f"--max-frames {args.max_frames}: expected a multiple of 4 of at least "
-                f"{max(minimum, 4)} (the S2G model's data.min_num_frames)"
+                f"{minimum} (the S2G model's data.min_num_frames)"
             )
         pipeline.max_frames = args.max_frames
     return pipeline

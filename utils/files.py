@@ -244,12 +244,12 @@ class SafetensorsTensors:
         if entry is None or entry["dtype"] not in _SAFETENSORS_TYPES:
             return None
         begin, end = entry["data_offsets"]
+        dtype = _SAFETENSORS_TYPES[entry["dtype"]]
+        if end == begin:  # frombuffer refuses an empty buffer
+            return torch.empty(entry["shape"], dtype=dtype)
         with open(self.path, "rb") as handle:
             data = bytearray(os.pread(handle.fileno(), end - begin, self._start + begin))
-        values = torch.frombuffer(data, dtype=_SAFETENSORS_TYPES[entry["dtype"]]) if data else None
-        if values is None:
-            return torch.empty(entry["shape"], dtype=_SAFETENSORS_TYPES[entry["dtype"]])
-        return values.reshape(entry["shape"])
+        return torch.frombuffer(data, dtype=dtype).reshape(entry["shape"])
 
 
 def write_safetensors(
