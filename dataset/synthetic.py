@@ -38,7 +38,8 @@ name every gloss. Every vocabulary of 4 or more glosses has both kinds of pairs.
 With ``cue_split=False`` (the design before, kept for the ablation in ``docs/data.md``) every
 cue is a movement that both streams see: 4 places x 5 paths, hand shape and rotation.
 
-Samples vary in speed (6..10 frames per gloss), amplitude, position and keypoint noise;
+Samples vary in speed (6..10 frames per gloss), rest before and after the signing (2..20
+frames each, hands still at the sides), amplitude, position and keypoint noise;
 signers vary background, skin and shirt colours. Texts are a deterministic function of the
 gloss sequence (a tiny German grammar with verb-second word order, articles and
 reordering), see :func:`gloss_to_text`.
@@ -53,6 +54,7 @@ import json
 import logging
 import math
 import pickle
+import time
 import zipfile
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -157,7 +159,11 @@ class SyntheticConfig:
     max_glosses: int = 5
     min_frames_per_gloss: int = 6
     max_frames_per_gloss: int = 10
-    rest_frames: int = 2  # hands at rest before and after the sentence
+    # Hands at rest before and after the sentence, each drawn in rest_frames..max_rest_frames:
+    # with 2 frames always, the models learnt that signing fills the clip; a second of rest
+    # (as between the sentences of a stream, docs/live.md) made them insert and delete.
+    rest_frames: int = 2
+    max_rest_frames: int = 20
     num_signers: int = 4
     keypoint_noise: float = 0.4  # pixels
     cue_split: bool = True  # split the cues between pixels and keypoints (module docstring)
@@ -178,8 +184,10 @@ class SyntheticConfig:
         # The recognition network downsamples time by 4: a gloss needs >= 4 frames.
         if not 4 <= self.min_frames_per_gloss <= self.max_frames_per_gloss:
             problems.append("need 4 <= min_frames_per_gloss <= max_frames_per_gloss")
-        if self.rest_frames < 0 or not 1 <= self.num_signers <= len(SIGNER_PALETTES):
-            problems.append(f"need rest_frames >= 0 and num_signers in 1..{len(SIGNER_PALETTES)}")
+        if not 0 <= self.rest_frames <= self.max_rest_frames:
+            problems.append("need 0 <= rest_frames <= max_rest_frames")
+        if not 1 <= self.num_signers <= len(SIGNER_PALETTES):
+            problems.append(f"need num_signers in 1..{len(SIGNER_PALETTES)}")
         if problems:
             raise ConfigurationError("invalid synthetic dataset settings: " + "; ".join(problems))
 
@@ -267,17 +275,20 @@ def plan_split(config: SyntheticConfig, split: str, seed: int) -> list[SamplePla
         durations = rng.integers(
             config.min_frames_per_gloss, config.max_frames_per_gloss + 1, length
         )
-        start, spans = config.rest_frames, []
+        signer = int(rng.integers(config.num_signers))
+        # drawn after the sentence and signer, so those stay as generator version 2 drew them
+        before, after = rng.integers(config.rest_frames, config.max_rest_frames + 1, 2)
+        start, spans = int(before), []
         for duration in durations:
             spans.append((start, start + int(duration)))
             start += int(duration)
         plans.append(
             SamplePlan(
                 name=f"{split}/{config.prefix}-{index + 1:04d}",
-                signer=int(rng.integers(config.num_signers)),
+                signer=signer,
                 glosses=glosses,
                 spans=tuple(spans),
-                num_frames=start + config.rest_frames,
+                num_frames=start + int(after),
                 seed=sample_seed,
             )
         )
@@ -657,7 +668,7 @@ def demo_paths(out_dir: str | Path, prefix: str = "demo") -> DemoPaths:
 
 # Raised whenever the same settings would draw different data, so that an existing dataset
 # from an older generator is regenerated instead of reused.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3  # 3: rests of rest_frames..max_rest_frames
 
 
 def _info(config: SyntheticConfig, seed: int) -> dict:
@@ -676,6 +687,7 @@ def generate_demo_dataset(out_dir: str | Path, seed: int = 0, **options: Any) ->
         seed: the same seed and options give byte-identical files.
         options: fields of :class:`SyntheticConfig` (``num_train``, ``frame_size``, ...).
     """
+    started = time.perf_counter()
     config = SyntheticConfig(**options)
     paths = demo_paths(out_dir, config.prefix)
     paths.root.mkdir(parents=True, exist_ok=True)
@@ -700,7 +712,8 @@ def generate_demo_dataset(out_dir: str | Path, seed: int = 0, **options: Any) ->
         paths.gloss2ids, pickle.dumps(_gloss_to_ids(config), protocol=PICKLE_PROTOCOL)
     )
     atomic_write_bytes(paths.info, json.dumps(_info(config, seed), indent=1).encode())
-    logger.info("synthetic dataset written to %s", paths.root)
+    seconds = time.perf_counter() - started
+    logger.info("synthetic dataset written to %s in %.1f s", paths.root, seconds)
     return paths
 
 
@@ -726,6 +739,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--num-dev", type=int, default=SyntheticConfig.num_dev)
     parser.add_argument("--num-test", type=int, default=SyntheticConfig.num_test)
     parser.add_argument("--vocab-size", type=int, default=SyntheticConfig.vocab_size)
+    parser.add_argument("--rest-frames", type=int, default=SyntheticConfig.rest_frames)
+    parser.add_argument("--max-rest-frames", type=int, default=SyntheticConfig.max_rest_frames)
     parser.add_argument(
         "--no-cue-split",
         dest="cue_split",
@@ -748,6 +763,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         num_dev=args.num_dev,
         num_test=args.num_test,
         vocab_size=args.vocab_size,
+        rest_frames=args.rest_frames,
+        max_rest_frames=args.max_rest_frames,
         frame_size=tuple(args.frame_size),
         cue_split=args.cue_split,
     )

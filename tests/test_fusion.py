@@ -38,6 +38,7 @@ DATA = dict(
     min_frames_per_gloss=8,
     max_frames_per_gloss=8,
     rest_frames=1,
+    max_rest_frames=1,
 )
 
 

@@ -44,7 +44,8 @@ def _one_thread() -> None:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoPaths:
     """A tiny synthetic dataset: 4/2/2 clips of two glosses, 8 frames each."""
-    sizes = {"num_train": 4, "num_dev": 2, "num_test": 2, "vocab_size": 6, "rest_frames": 0}
+    sizes = {"num_train": 4, "num_dev": 2, "num_test": 2, "vocab_size": 6}
+    sizes |= {"rest_frames": 0, "max_rest_frames": 0}
     lengths = {
         "min_glosses": 2,
         "max_glosses": 2,

@@ -1,6 +1,7 @@
 """One-video inference: resampling, fitting, windows, spans; the command on tiny trained models."""
 
 import json
+import re
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -200,28 +201,29 @@ def test_the_command_writes_glosses_spans_and_the_picture(run, tmp_path, capsys)
     assert set(result["timings_s"]) == {"keypoints", "recognition", "translation"}
     picture = cv2.imread(result["picture"])
     assert picture is not None and picture.shape[:2] == (700, 1200)
-    assert result["gloss_text"] in capsys.readouterr().out
+    # one line per gloss: "start - end s  GLOSS"
+    shown = re.findall(r"^ +[\d.]+ - +[\d.]+ s  (\S+)$", capsys.readouterr().out, re.MULTILINE)
+    assert shown == result["gloss_text"].split()
 
 
 def test_another_frame_size_gives_the_posteriors_of_the_frames_brought_to_size(run, tmp_path):
-    """A 320 x 240 video of the clip against the clip fitted to 260 x 210 beforehand.
-
-    Both go through mp4 (lossy) once; the posteriors agree to within 0.01 (measured: at most
-    1.1e-4, mean 1.5e-5: the model sees the frames at 32 x 32).
-    """
+    """A 320 x 240 video of the clip against the clip fitted to 260 x 210 beforehand: the
+    same posteriors (fitting a fitted frame changes nothing). Through mp4 the command reads
+    the video at its own size; mp4 is lossy, so the posteriors are compared on the arrays
+    (through mp4 a step where the model hesitates moved by 0.08 with generator version 3)."""
     frames = run["frames"]
     wide = np.stack([cv2.resize(f, (320, 240)) for f in frames])  # another size and aspect
     prefitted = np.stack([FrameFit(FRAME_SIZE).image(f) for f in wide])
     pipeline = load_run(run["run"], CPU, "glosses")
-    results = []
-    for name, video in (("wide", wide), ("prefitted", prefitted)):
-        path = _mp4(tmp_path / f"{name}.mp4", video)
-        decoded, fps = translate.read_input(path, None)
-        results.append(translate_clip(pipeline, decoded, fps, CPU))
+    results = [translate_clip(pipeline, video, 25.0, CPU) for video in (wide, prefitted)]
     first, second = (np.exp(r.recognition.log_probs) for r in results)
     assert first.shape == second.shape
-    assert np.abs(first - second).max() <= 0.01
+    assert np.abs(first - second).max() <= 1e-5
     assert results[0].glosses and results[1].glosses
+    decoded, fps = translate.read_input(_mp4(tmp_path / "wide.mp4", wide), None)
+    assert decoded.shape == wide.shape and fps == 25.0
+    through_mp4 = np.exp(translate_clip(pipeline, decoded, fps, CPU).recognition.log_probs)
+    assert through_mp4.shape == first.shape and np.abs(through_mp4 - first).mean() <= 0.01
 
 
 def test_a_clip_longer_than_the_model_window_is_covered(run, tmp_path):
