@@ -27,17 +27,27 @@ def _video() -> bench.LongVideo:
 def test_offline_aligns_each_reference_gloss_to_its_steps_in_the_video():
     video = _video()
     reference = bench.offline(_pipeline(), video)
-    assert reference.glosses == reference.greedy == ["A B", "C D A"]
+    assert reference.glosses == reference.greedy == reference.with_rest == ["A B", "C D A"]
     # A: steps 1-2 of clip 0, frames 4-11, ends at 12 / 25 s; clip 1 starts at frame 36
     assert reference.spans[0] == [(4 / 25, 12 / 25), (16 / 25, 24 / 25)]
     assert reference.spans[1][1] == pytest.approx(((36 + 12) / 25, (36 + 20) / 25))
     row = bench.offline_row(video, reference)
-    assert row["wer_offline"] == row["wer_offline_greedy"] == 0.0
+    assert row["wer_offline"] == row["wer_offline_greedy"] == row["wer_offline_with_rest"] == 0.0
     whole = bench.whole_video_row(_pipeline(), video, bench.whole_video(_pipeline(), video))
     assert whole["wer_whole_video"] == 0.0
     video.clips[1].gloss = "C D A B"  # a gloss the video does not hold: one deletion in 6
     whole = bench.whole_video_row(_pipeline(), video, bench.whole_video(_pipeline(), video))
     assert whole["wer_whole_video"] == pytest.approx(100 / 6)
+
+
+def test_offline_with_rest_sees_the_gap_after_each_clip():
+    video = _video()
+    gap = slice(video.clips[0].frames, video.clips[1].start)
+    video.frames[gap] = _frames([C] * GAP)  # a sign where the rest should be
+    reference = bench.offline(_pipeline(), video)
+    assert reference.glosses[0] == "A B" and reference.with_rest[0] == "A B C"
+    row = bench.offline_row(video, reference)
+    assert row["wer_offline"] == 0.0 and row["wer_offline_with_rest"] == pytest.approx(100 / 5)
 
 
 @pytest.mark.parametrize(("stride", "lookahead"), [(4, 8), (8, 4)])
