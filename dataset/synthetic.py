@@ -38,8 +38,9 @@ name every gloss. Every vocabulary of 4 or more glosses has both kinds of pairs.
 With ``cue_split=False`` (the design before, kept for the ablation in ``docs/data.md``) every
 cue is a movement that both streams see: 4 places x 5 paths, hand shape and rotation.
 
-Samples vary in speed (6..10 frames per gloss), rest before and after the signing (2..20
-frames each, hands still at the sides), amplitude, position and keypoint noise;
+Samples vary in speed (6..10 frames per gloss), amplitude, position and keypoint noise;
+the hands rest at the sides for ``rest_frames`` before and after the signing (2), or for a
+length drawn in ``rest_frames..max_rest_frames`` (the continuous-signing variant, docs/live.md);
 signers vary background, skin and shirt colours. Texts are a deterministic function of the
 gloss sequence (a tiny German grammar with verb-second word order, articles and
 reordering), see :func:`gloss_to_text`.
@@ -159,11 +160,12 @@ class SyntheticConfig:
     max_glosses: int = 5
     min_frames_per_gloss: int = 6
     max_frames_per_gloss: int = 10
-    # Hands at rest before and after the sentence, each drawn in rest_frames..max_rest_frames:
-    # with 2 frames always, the models learnt that signing fills the clip; a second of rest
-    # (as between the sentences of a stream, docs/live.md) made them insert and delete.
+    # Hands at rest before and after the sentence: rest_frames, or each drawn in
+    # rest_frames..max_rest_frames. With 2 frames always (the demo), the models learn that
+    # signing fills the clip, and a second of rest (as between the sentences of a stream)
+    # costs them; with 2..8 they learn slower (docs/live.md has both).
     rest_frames: int = 2
-    max_rest_frames: int = 20
+    max_rest_frames: int | None = None  # None: rest_frames
     num_signers: int = 4
     keypoint_noise: float = 0.4  # pixels
     cue_split: bool = True  # split the cues between pixels and keypoints (module docstring)
@@ -184,6 +186,8 @@ class SyntheticConfig:
         # The recognition network downsamples time by 4: a gloss needs >= 4 frames.
         if not 4 <= self.min_frames_per_gloss <= self.max_frames_per_gloss:
             problems.append("need 4 <= min_frames_per_gloss <= max_frames_per_gloss")
+        if self.max_rest_frames is None:
+            object.__setattr__(self, "max_rest_frames", self.rest_frames)
         if not 0 <= self.rest_frames <= self.max_rest_frames:
             problems.append("need 0 <= rest_frames <= max_rest_frames")
         if not 1 <= self.num_signers <= len(SIGNER_PALETTES):
@@ -276,7 +280,8 @@ def plan_split(config: SyntheticConfig, split: str, seed: int) -> list[SamplePla
             config.min_frames_per_gloss, config.max_frames_per_gloss + 1, length
         )
         signer = int(rng.integers(config.num_signers))
-        # drawn after the sentence and signer, so those stay as generator version 2 drew them
+        # drawn after the sentence and signer, so that those stay as generator version 2
+        # drew them (and all of it, with fixed rests)
         before, after = rng.integers(config.rest_frames, config.max_rest_frames + 1, 2)
         start, spans = int(before), []
         for duration in durations:
@@ -668,7 +673,7 @@ def demo_paths(out_dir: str | Path, prefix: str = "demo") -> DemoPaths:
 
 # Raised whenever the same settings would draw different data, so that an existing dataset
 # from an older generator is regenerated instead of reused.
-GENERATOR_VERSION = 3  # 3: rests of rest_frames..max_rest_frames
+GENERATOR_VERSION = 2
 
 
 def _info(config: SyntheticConfig, seed: int) -> dict:
@@ -740,7 +745,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--num-test", type=int, default=SyntheticConfig.num_test)
     parser.add_argument("--vocab-size", type=int, default=SyntheticConfig.vocab_size)
     parser.add_argument("--rest-frames", type=int, default=SyntheticConfig.rest_frames)
-    parser.add_argument("--max-rest-frames", type=int, default=SyntheticConfig.max_rest_frames)
+    parser.add_argument(
+        "--max-rest-frames", type=int, help="rests drawn in rest-frames..this (default: fixed)"
+    )
     parser.add_argument(
         "--no-cue-split",
         dest="cue_split",

@@ -197,18 +197,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="tiny data and a few steps per stage (CI)"
     )
+    parser.add_argument(
+        "--demo-rests",
+        type=_rests,
+        metavar="MIN:MAX",
+        help="demo only: frames of rest before and after each clip drawn in MIN..MAX (default "
+        "2:2); data and outputs default to data/demo-restsMIN-MAX, experiments/outputs/"
+        "demo-restsMIN-MAX (docs/live.md: the models for a stream with pauses)",
+    )
     add_override_argument(parser, " (passed to every stage)")
     return parser.parse_args(argv)
+
+
+def _rests(value: str) -> tuple[int, int]:
+    low, _, high = value.partition(":")
+    try:
+        rests = int(low), int(high)
+    except ValueError:
+        rests = (-1, -1)
+    if not 0 <= rests[0] <= rests[1]:
+        raise argparse.ArgumentTypeError(f"expected MIN:MAX with 0 <= MIN <= MAX, got {value!r}")
+    return rests
+
+
+def roots(args: argparse.Namespace) -> tuple[Path, Path, dict]:
+    """The output root, the data root and the demo data's settings (relative to the repo)."""
+    name, data = args.dataset, dict(QUICK_DATA if args.quick else {})
+    if args.demo_rests is not None:
+        if args.dataset != "demo":
+            raise SystemExit(f"--demo-rests: only for the demo dataset, not {args.dataset}")
+        name = "demo-rests{}-{}".format(*args.demo_rests)
+        data.update(zip(("rest_frames", "max_rest_frames"), args.demo_rests))
+    output_root = args.output_root or Path("experiments/outputs") / name
+    return output_root, args.data_root or Path("data") / name, data
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.chdir(REPO)
-    output_root = (args.output_root or Path("experiments/outputs") / args.dataset).absolute()
-    data_root = (args.data_root or Path("data") / args.dataset).absolute()
+    output_root, data_root, data = roots(args)
+    output_root, data_root = output_root.absolute(), data_root.absolute()
     overrides = list(args.override) + (list(QUICK_OVERRIDES) if args.quick else [])
     if args.dataset == "demo":
-        ensure_demo_dataset(data_root, **(QUICK_DATA if args.quick else {}))
+        ensure_demo_dataset(data_root, **data)
     started = time.perf_counter()
     for stage in stages_of(args.dataset):
         if is_done(stage, output_root):

@@ -16,7 +16,7 @@ import torch
 
 import extract_feature
 import prediction
-from scripts.schedule import stages_of
+from scripts.schedule import parse_args, roots, stages_of
 
 REPO = Path(__file__).resolve().parents[1]
 TRAINED = ["video", "keypoint", "s2g", "g2t", "s2t_video", "s2t_keypoint", "s2t_joint"]
@@ -120,3 +120,18 @@ def test_extract_feature_skips_finished_splits(schedule):
     assert extract_feature.main(["--config", str(config), "--splits", "dev"]) == 0
     log = (root / "out" / "s2g" / "extract_feature" / "extract_feature.log").read_text()
     assert "dev: features exist, skipped" in log
+
+
+def test_demo_rests_choose_their_own_data_and_outputs(capsys):
+    assert roots(parse_args(["demo"])) == (Path("experiments/outputs/demo"), Path("data/demo"), {})
+    output, data, settings = roots(parse_args(["demo", "--demo-rests", "2:8", "--quick"]))
+    assert (output, data) == (Path("experiments/outputs/demo-rests2-8"), Path("data/demo-rests2-8"))
+    assert settings["rest_frames"] == 2 and settings["max_rest_frames"] == 8
+    assert settings["num_train"] == 8  # --quick's sizes kept
+    assert roots(parse_args(["demo", "--demo-rests", "0:4", "--output-root", "x"]))[0] == Path("x")
+    for wrong in ("8:2", "2", "a:b"):
+        with pytest.raises(SystemExit):
+            parse_args(["demo", "--demo-rests", wrong])
+        assert "expected MIN:MAX with 0 <= MIN <= MAX" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="only for the demo dataset"):
+        roots(parse_args(["phoenix-2014t", "--demo-rests", "2:8"]))

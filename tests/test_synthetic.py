@@ -311,24 +311,30 @@ def test_text_is_a_function_of_the_glosses(demo: Path) -> None:
 
 def test_every_gloss_spans_enough_frames() -> None:
     config = SyntheticConfig()
+    for plan in plan_split(config, "train", seed=0):
+        assert plan.spans[0][0] == config.rest_frames
+        assert plan.spans[-1][1] == plan.num_frames - config.rest_frames
+        for (_, end), (next_start, _) in zip(plan.spans, plan.spans[1:]):
+            assert end == next_start
+        assert all(6 <= end - start <= 10 for start, end in plan.spans)
+
+
+def test_rests_are_drawn_evenly_between_their_bounds() -> None:
+    config = SyntheticConfig(rest_frames=2, max_rest_frames=8)
     rests = []
     for plan in plan_split(config, "train", seed=0):
         rests += [plan.spans[0][0], plan.num_frames - plan.spans[-1][1]]
         for (_, end), (next_start, _) in zip(plan.spans, plan.spans[1:]):
             assert end == next_start
-        assert all(6 <= end - start <= 10 for start, end in plan.spans)
-    # rests before and after: every length from rest_frames to max_rest_frames, drawn evenly
-    counts = np.bincount(rests, minlength=config.max_rest_frames + 1)
-    assert counts[: config.rest_frames].sum() == 0 and len(counts) == config.max_rest_frames + 1
-    lengths = config.max_rest_frames + 1 - config.rest_frames
-    assert counts[config.rest_frames :].min() > 0.5 * len(rests) / lengths
+    counts = np.bincount(rests, minlength=9)
+    assert len(counts) == 9 and counts[:2].sum() == 0
+    assert counts[2:].min() > 0.5 * len(rests) / 7
 
 
-def test_rests_keep_the_sentences_and_signers_of_fixed_rests() -> None:
-    fixed = plan_split(SyntheticConfig(rest_frames=2, max_rest_frames=2), "dev", seed=0)
-    varied = plan_split(SyntheticConfig(), "dev", seed=0)
+def test_drawn_rests_keep_the_sentences_and_signers_of_fixed_ones() -> None:
+    fixed = plan_split(SyntheticConfig(), "dev", seed=0)
+    varied = plan_split(SyntheticConfig(max_rest_frames=8), "dev", seed=0)
     assert [(p.glosses, p.signer) for p in fixed] == [(p.glosses, p.signer) for p in varied]
-    assert all(p.spans[0][0] == 2 and p.num_frames - p.spans[-1][1] == 2 for p in fixed)
     lengths = [[b - a for a, b in p.spans] for p in fixed]
     assert lengths == [[b - a for a, b in p.spans] for p in varied]
     assert sum(p.num_frames for p in varied) > sum(p.num_frames for p in fixed)
@@ -382,8 +388,17 @@ def test_command_line(tmp_path: Path) -> None:
             "--frame-size",
             "48",
             "40",
+            "--max-rest-frames",
+            "30",
         ]
     )
     with zipfile.ZipFile(tmp_path / "demo-videos.zip") as archive:
         name = _annotations(tmp_path / "demo.test")[0]["name"]
         assert _frame(archive, name, 0).shape == (48, 40, 3)
+    info = json.loads((tmp_path / "demo-info.json").read_text())
+    assert (info["rest_frames"], info["max_rest_frames"]) == (2, 30)
+    plans = plan_split(
+        SyntheticConfig(**{k: info[k] for k in ("rest_frames", "max_rest_frames")}), "train", 1
+    )
+    frames = [s["num_frames"] for s in _annotations(tmp_path / "demo.train")]
+    assert frames == [p.num_frames for p in plans[:2]]
