@@ -49,6 +49,7 @@ from engine.streaming import (
     FrameSource,
     Notice,
     PartialGlosses,
+    Revision,
     RunningText,
     RunTiming,
     SentenceEnd,
@@ -181,6 +182,12 @@ def add_stream_options(live) -> None:
     live.add_argument(
         "--no-text-updates", action="store_true", help="no G2T of the open sentence at every commit"
     )
+    live.add_argument(
+        "--revise",
+        action="store_true",
+        help="at each pause, recognise the sentence again over its own frames (no other "
+        "sentence in view); its glosses and translation replace the first pass's",
+    )
 
 
 def stream_options(args: argparse.Namespace) -> StreamOptions:
@@ -188,7 +195,7 @@ def stream_options(args: argparse.Namespace) -> StreamOptions:
     options = StreamOptions(
         stride_frames=args.stride, lookahead_frames=args.lookahead, window_frames=args.window,
         pause_s=args.pause, stall_timeout_s=args.stall_timeout,
-        update_text=not args.no_text_updates, precision=args.precision,
+        update_text=not args.no_text_updates, precision=args.precision, revise=args.revise,
     )  # fmt: skip
     options.check()
     return options
@@ -401,6 +408,11 @@ def describe_event(event: StreamEvent) -> str | None:
         return f"{at}   ... {' '.join(event.glosses)}" if event.glosses else None
     if isinstance(event, RunningText):
         return f"{at}   text so far: {event.text}"
+    if isinstance(event, Revision):
+        first = " ".join(event.first_pass)
+        return (
+            f"{at} sentence {event.sentence + 1} revised: {' '.join(event.glosses)} (was {first})"
+        )
     if isinstance(event, SentenceEnd):
         text = f": {event.text}" if event.text is not None else ""
         return f"{at} sentence {event.sentence + 1} ({' '.join(event.glosses)}){text}"

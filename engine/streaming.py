@@ -14,7 +14,9 @@ Every event is a frozen dataclass with ``kind``, ``at_s`` (stream time: the newe
 timestamp, counted from the first frame) and ``wall_s`` (seconds since the first push), and
 ``to_json()`` / ``json_line()``: ``partial`` (glosses not final yet), ``commit`` (one gloss,
 final, with its span), ``text`` (the open sentence's committed glosses through G2T),
-``sentence`` (a sentence ended by a pause, translated), ``timing`` (one recognition run),
+``revision`` (with ``revise``: a sentence's glosses from a second pass over its own
+frames), ``sentence`` (a sentence ended by a pause, translated), ``timing`` (one
+recognition run),
 ``notice`` (something repaired or changed, e.g. the frame size) and ``end`` (why the stream
 ended, and the error if one ended it; the events before it stay valid).
 
@@ -41,6 +43,13 @@ How it works (docs/live.md has the measurements):
   over the sentence's steps, :func:`engine.video_inference.translate_features`) where the
   run has them, else by the G2T model. With ``update_text`` every commit also sends the open
   sentence's glosses through G2T (a ``text`` event).
+* **Second pass** (``revise``). A window reaches across a pause into the sentence before,
+  which no training clip showed (docs/live.md measures what that costs). At each pause the
+  sentence's own frames, from the pause before it to this one, are recognised again as
+  offline (:func:`engine.video_inference.recognise`, the configured beam) and replace the
+  committed glosses (``revision``); the sentence is translated from that pass. The frames
+  since the last pause are held for it (at most ``REVISE_MAX_WINDOWS`` times the model's
+  ``max_num_frames``; a longer sentence keeps its first pass, with a notice).
 """
 
 from __future__ import annotations
@@ -71,6 +80,8 @@ from engine.video_inference import (
     Clip,
     Pipeline,
     Recognition,
+    gloss_spans,
+    recognise,
     recognise_window,
     step_span,
     translate_features,
@@ -85,6 +96,7 @@ PRECISIONS = ("fp32", "bf16", "auto")
 UNNAMED = "the stream"
 SENTENCE_MARGIN_STEPS = 2  # steps of context kept on each side of a sentence for S2T: the
 # networks were trained on whole clips, rest frames included
+REVISE_MAX_WINDOWS = 4  # a second pass holds at most this many max_num_frames of a sentence
 
 
 # -- options -------------------------------------------------------------------------------
@@ -103,6 +115,9 @@ class StreamOptions:
     precision: fp32, bf16 (autocast) or auto (bf16 where the device has it natively).
     keep_posteriors: keep every final step's posteriors (:meth:`SignStream.posteriors`; the
         vocabulary's size in floats per step, for pictures and checks).
+    revise: at each pause, recognise the sentence's own frames again (from the pause before
+        it to this one: no other sentence in view) and decode them as offline; the sentence
+        is translated from that pass (a ``revision`` event, then ``sentence``).
     """
 
     stride_frames: int = 8
@@ -113,6 +128,7 @@ class StreamOptions:
     update_text: bool = True
     precision: str = "fp32"
     keep_posteriors: bool = False
+    revise: bool = False
 
     def check(self, max_num_frames: int | None = None) -> None:
         """Raise ConfigurationError naming every option out of range."""
@@ -212,6 +228,19 @@ class SentenceEnd(StreamEvent):
     start_s: float
     end_s: float
     translation_s: float
+
+
+@dataclass(frozen=True)
+class Revision(StreamEvent):
+    """A sentence's glosses from a second pass over its own frames (``revise``)."""
+
+    kind: ClassVar[str] = "revision"
+    sentence: int
+    glosses: tuple[str, ...]
+    spans: tuple[dict[str, Any], ...]  # each gloss's start_s, end_s, start/end_frame, steps
+    first_pass: tuple[str, ...]  # the committed glosses it replaces
+    frames: tuple[int, int]  # the model frames it recognised [start, stop)
+    recognition_s: float
 
 
 @dataclass(frozen=True)
@@ -375,6 +404,9 @@ class SignStream:
         # model frames: those of the newest window, and every frame's time / source index
         self._frames: list[np.ndarray] = []
         self._points: list[np.ndarray] = []
+        self._held_from = 0  # the model frame self._frames[0] is
+        self._segment_start = 0  # the open sentence's first model frame for a second pass
+        self._revise_limit = REVISE_MAX_WINDOWS * cfg.data.transform_cfg.max_num_frames
         self._times: list[float] = []
         self._source_index: list[int] = []
         self._count = 0  # model frames received
@@ -422,7 +454,7 @@ class SignStream:
             if self._count >= max(HEAD_STRIDE, self.pipeline.s2g.cfg.data.min_num_frames):
                 self._recognise(final=True)
                 self._close_run(self._final)
-                self._end_sentence()
+                self._end_sentence(self._count)
             elif self._count:
                 self._notice(
                     f"{self.name}: {self._count} frames at the model's rate are too few to "
@@ -488,9 +520,14 @@ class SignStream:
         self._times.append(timestamp - self._resampler.first)
         self._source_index.append(index)
         self._count += 1
-        excess = len(self._frames) - self.options.window_frames
-        if excess > 0:  # only the newest window is ever read again
-            del self._frames[:excess], self._points[:excess]
+        # only the newest window is read again, and with revise the open sentence's frames
+        keep_from = self._count - self.options.window_frames
+        if self.options.revise and self._count - self._segment_start <= self._revise_limit:
+            keep_from = min(keep_from, self._segment_start)
+        drop = keep_from - self._held_from
+        if drop > 0:
+            del self._frames[:drop], self._points[:drop]
+            self._held_from += drop
 
     def _ready(self) -> bool:
         cfg = self.pipeline.s2g.cfg
@@ -559,8 +596,12 @@ class SignStream:
             self._run = _Run(label, step)
         self._blank_steps = self._blank_steps + 1 if label == BLANK_ID else 0
         pause = self._blank_steps * HEAD_STRIDE / (self._rate or 25.0)
-        if self._sentence.glosses and pause >= self.options.pause_s:
-            self._end_sentence()
+        if pause >= self.options.pause_s:
+            if self._sentence.glosses:
+                self._end_sentence((step + 1) * HEAD_STRIDE)
+            else:  # rest between sentences: a second pass keeps the last pause of it
+                rest = int(self.options.pause_s * (self._rate or 25.0)) // HEAD_STRIDE * HEAD_STRIDE
+                self._segment_start = max(self._segment_start, (step + 1) * HEAD_STRIDE - rest)
 
     def _close_run(self, end: int) -> None:
         """Commit the run ending before step ``end`` when it is a gloss."""
@@ -603,38 +644,88 @@ class SignStream:
         )
         return {**span, "steps": [first, last]}
 
-    def _end_sentence(self) -> None:
-        """Translate the open sentence (when it has glosses) and open the next one."""
+    def _end_sentence(self, stop: int) -> None:
+        """Translate the open sentence (when it has glosses; its frames end before model frame
+        ``stop``), revised first with ``revise``, and open the next one."""
         sentence = self._sentence
         if not sentence.glosses:
             return
         started = time.perf_counter()
-        text, translator = self._translate(sentence)
+        recognition, glosses = None, tuple(sentence.glosses)
+        if self.options.revise:
+            recognition, glosses = self._revise(sentence, stop)
+        text, translator = self._translate(sentence, recognition, glosses)
         self._emit(
-            SentenceEnd, sentence=sentence.index, glosses=tuple(sentence.glosses), text=text,
+            SentenceEnd, sentence=sentence.index, glosses=glosses, text=text,
             translator=translator, start_s=sentence.start_s, end_s=sentence.end_s,
             translation_s=time.perf_counter() - started,
         )  # fmt: skip
         self._sentence = _Sentence(index=sentence.index + 1)
+        self._segment_start = stop
 
-    def _translate(self, sentence: _Sentence) -> tuple[str | None, str | None]:
+    def _revise(self, sentence: _Sentence, stop: int) -> tuple[Recognition | None, tuple[str, ...]]:
+        """The second pass over model frames ``[segment start, stop)``: the recognition and
+        its glosses (decoded as offline), or None and the first pass where it cannot run."""
+        start, first_pass = self._segment_start, tuple(sentence.glosses)
+        if start < self._held_from:
+            self._notice(
+                f"{self.name}, sentence {sentence.index + 1}: {stop - start} frames, more than "
+                f"the {self._revise_limit} a second pass holds; its first pass stays"
+            )
+            return None, first_pass
+        started = time.perf_counter()
+        begin, end = start - self._held_from, stop - self._held_from
+        clip = Clip(
+            np.stack(self._frames[begin:end]),
+            np.stack(self._points[begin:end]) if self._points else None,
+            np.asarray(self._times[start:stop]),
+            np.asarray(self._source_index[start:stop]),
+            {"path": self.name, "fps": self._rate or 25.0},
+        )
+        stage = self.pipeline.s2g
+        with autocast_context(self.options.precision, self.device):
+            recognition = recognise(
+                stage, clip, self.pipeline.head, self.device, self.pipeline.max_frames
+            )
+        spans = gloss_spans(recognition, clip, stage, stage.cfg.testing.cfg.recognition.beam_size)
+        seconds = time.perf_counter() - started
+        self._compute_s += seconds
+        glosses = tuple(span["gloss"] for span in spans)
+        self._emit(
+            Revision, sentence=sentence.index, glosses=glosses, spans=tuple(spans),
+            first_pass=first_pass, frames=(start, stop), recognition_s=seconds,
+        )  # fmt: skip
+        return recognition, glosses
+
+    def _translate(
+        self, sentence: _Sentence, recognition: Recognition | None, glosses: tuple[str, ...]
+    ) -> tuple[str | None, str | None]:
+        """S2T from the second pass's recognition, else from the first pass's rows around
+        the sentence; G2T from ``glosses`` in a run without S2T."""
         pipeline = self.pipeline
         if pipeline.s2t:
-            first = max(sentence.first_step - SENTENCE_MARGIN_STEPS, min(self._rows))
-            last = min(sentence.last_step + SENTENCE_MARGIN_STEPS, max(self._rows))
-            rows = [self._rows[s] for s in range(first, last + 1)]
-            recognition = Recognition(
-                np.stack([r[0] for r in rows]),
-                {k: torch.stack([r[1][k] for r in rows]) for k in rows[0][1]},
-                len(rows),
-                0,
-            )
+            if recognition is None:
+                recognition = self._first_pass(sentence)
             text = self._timed(translate_features, pipeline, recognition, self.device)
             return text, "s2t ensemble" if pipeline.ensemble is not None else "s2t"
         if pipeline.g2t is not None:
-            glosses = " ".join(sentence.glosses)
-            return self._timed(translate_glosses, pipeline.g2t, glosses, self.device), "g2t"
+            if not glosses:
+                return "", "g2t"
+            text = self._timed(translate_glosses, pipeline.g2t, " ".join(glosses), self.device)
+            return text, "g2t"
         return None, None
+
+    def _first_pass(self, sentence: _Sentence) -> Recognition:
+        """The final steps' rows of the sentence, with a margin on each side."""
+        first = max(sentence.first_step - SENTENCE_MARGIN_STEPS, min(self._rows))
+        last = min(sentence.last_step + SENTENCE_MARGIN_STEPS, max(self._rows))
+        rows = [self._rows[s] for s in range(first, last + 1)]
+        return Recognition(
+            np.stack([r[0] for r in rows]),
+            {k: torch.stack([r[1][k] for r in rows]) for k in rows[0][1]},
+            len(rows),
+            0,
+        )
 
     def _timed(self, function: Callable, *args: Any) -> Any:
         started = time.perf_counter()

@@ -58,6 +58,7 @@ from dataset.gloss_vocabulary import BLANK_ID  # noqa: E402
 from engine.experiment import build_task_model, build_vocabularies  # noqa: E402
 from engine.streaming import (  # noqa: E402
     CommittedGloss,
+    Revision,
     RunTiming,
     SentenceEnd,
     SignStream,
@@ -176,6 +177,7 @@ def offline(pipeline: Pipeline, video: LongVideo) -> Offline:
 class Streamed:
     options: StreamOptions
     commits: list[tuple[CommittedGloss, float]] = field(default_factory=list)  # event, time (s)
+    revisions: list[tuple[Revision, float]] = field(default_factory=list)  # with --revise
     sentences: list[SentenceEnd] = field(default_factory=list)
     runs: list[float] = field(default_factory=list)  # seconds of each recognition run
     compute_s: float = 0.0
@@ -215,6 +217,8 @@ def _timed_call(call, args: tuple, now: float, emitted: list, result: Streamed) 
         when = now + (at - before)
         if isinstance(event, CommittedGloss):
             result.commits.append((event, when))
+        elif isinstance(event, Revision):
+            result.revisions.append((event, when))
         elif isinstance(event, SentenceEnd):
             result.sentences.append(event)
         elif isinstance(event, RunTiming):
@@ -226,38 +230,62 @@ def _timed_call(call, args: tuple, now: float, emitted: list, result: Streamed) 
 # -- scoring ----------------------------------------------------------------------------------------
 def score(video: LongVideo, reference: Offline, run: Streamed) -> dict:
     """WER, latency, BLEU-4 and real-time factor of one streamed run (module docstring)."""
-    hypotheses: list[list[tuple[str, float]]] = [[] for _ in video.clips]
-    for commit, when in run.commits:
-        hypotheses[video.clip_of((commit.start_s + commit.end_s) / 2)].append((commit.gloss, when))
+    glosses = [(c.gloss, c.start_s, c.end_s, when) for c, when in run.commits]
+    wer, latencies = _wer_and_latencies(video, reference, glosses)
     texts = [[] for _ in video.clips]
     for sentence in run.sentences:
         texts[video.clip_of((sentence.start_s + sentence.end_s) / 2)].append(sentence.text or "")
-    latencies = []
-    for clip, hypothesis, spans in zip(video.clips, hypotheses, reference.spans, strict=True):
-        latencies += _latencies(clip.gloss.split(), hypothesis, [end for _, end in spans])
-    references = [c.gloss for c in video.clips]
-    streamed = [" ".join(g for g, _ in h) for h in hypotheses]
     duration = len(video.frames) / FPS
     row = {
         "stride": run.options.stride_frames,
         "lookahead": run.options.lookahead_frames,
         "window": run.options.window_frames,
         "precision": run.options.precision,
-        "wer_stream": recognition_wer(references, streamed, "demo")["wer"],
-        "latency_median_s": float(np.median(latencies)) if latencies else None,
-        "latency_p95_s": float(np.percentile(latencies, 95)) if latencies else None,
-        "latency_max_s": float(np.max(latencies)) if latencies else None,
-        "latencies": len(latencies),
+        "revise": run.options.revise,
+        "wer_stream": wer,
+        **_latency_figures(latencies, ""),
         "realtime_factor": run.compute_s / duration,
         "recognition_s_per_run": float(np.mean(run.runs)) if run.runs else None,
         "recognition_realtime_factor": sum(run.runs) / duration,
         "behind_at_end_s": run.finished_s - duration,
     }
+    if run.options.revise:  # the second pass's glosses, the first pass's where none ran
+        revised = {r.sentence for r, _ in run.revisions}
+        glosses = [g for g, (c, _) in zip(glosses, run.commits) if c.sentence not in revised]
+        for revision, when in run.revisions:
+            glosses += [(s["gloss"], s["start_s"], s["end_s"], when) for s in revision.spans]
+        row["wer_revised"], latencies = _wer_and_latencies(video, reference, glosses)
+        row.update(_latency_figures(latencies, "_revised"))
     if any(t is not None for t in reference.texts):
         row["bleu4_stream"] = bleu([c.text for c in video.clips], [" ".join(t) for t in texts])[
             "bleu4"
         ]
     return row
+
+
+def _wer_and_latencies(
+    video: LongVideo, reference: Offline, glosses: list[tuple[str, float, float, float]]
+) -> tuple[float, list[float]]:
+    """WER of ``(gloss, start_s, end_s, time it was given)``, each assigned to the clip where
+    its span lies, and the latency of every correct one."""
+    hypotheses: list[list[tuple[str, float]]] = [[] for _ in video.clips]
+    for gloss, start, end, when in sorted(glosses, key=lambda g: g[1]):
+        hypotheses[video.clip_of((start + end) / 2)].append((gloss, when))
+    latencies = []
+    for clip, hypothesis, spans in zip(video.clips, hypotheses, reference.spans, strict=True):
+        latencies += _latencies(clip.gloss.split(), hypothesis, [end for _, end in spans])
+    references = [c.gloss for c in video.clips]
+    streamed = [" ".join(g for g, _ in h) for h in hypotheses]
+    return recognition_wer(references, streamed, "demo")["wer"], latencies
+
+
+def _latency_figures(latencies: list[float], suffix: str) -> dict:
+    return {
+        f"latency{suffix}_median_s": float(np.median(latencies)) if latencies else None,
+        f"latency{suffix}_p95_s": float(np.percentile(latencies, 95)) if latencies else None,
+        f"latency{suffix}_max_s": float(np.max(latencies)) if latencies else None,
+        f"latencies{suffix}": len(latencies),
+    }
 
 
 def _latencies(reference: list[str], hypothesis: list[tuple[str, float]], ends: list[float]):
@@ -428,6 +456,19 @@ def print_table(rows: list[dict], base: dict) -> None:
             f"{r['realtime_factor']:.3f} / {r['recognition_realtime_factor']:.3f} |"
         )
 
+    revised = [r for r in rows if r.get("revise")]
+    if revised:
+        print("\nthe second pass at each pause (--revise): its glosses, timed when it gave them")
+        print("| stride | look-ahead | window | WER | WER - offline | latency median | p95 | max |")
+        print("|---|---|---|---|---|---|---|---|")
+    for r in revised:
+        print(
+            f"| {r['stride']} | {r['lookahead']} | {r['window']} | {r['wer_revised']:.2f} | "
+            f"{r['wer_revised'] - base['wer_offline']:+.2f} | "
+            f"{_s(r['latency_revised_median_s'])} | {_s(r['latency_revised_p95_s'])} | "
+            f"{_s(r['latency_revised_max_s'])} |"
+        )
+
 
 def _s(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f} s"
@@ -512,6 +553,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="of the demo's rows")  # fmt: skip
     parser.add_argument("--pipeline", default="auto", choices=PIPELINES,
                         help="the run's models (glosses: S2G alone)")  # fmt: skip
+    parser.add_argument("--revise", action="store_true",
+                        help="a second pass over each sentence at its pause (StreamOptions.revise)")  # fmt: skip
     parser.add_argument("--no-text-updates", action="store_true",
                         help="no G2T of the open sentence at every commit")  # fmt: skip
     parser.add_argument("--clock", choices=("simulated", "real"), default="simulated")
@@ -546,7 +589,7 @@ def main(argv: list[str] | None = None) -> dict:
             options = StreamOptions(
                 stride_frames=stride, lookahead_frames=lookahead, window_frames=window,
                 pause_s=args.pause, precision=args.precision,
-                update_text=not args.no_text_updates,
+                update_text=not args.no_text_updates, revise=args.revise,
             )  # fmt: skip
             runs.append(stream(pipeline, video, options, args.clock))
             report["rows"].append(score(video, reference, runs[-1]))

@@ -6,22 +6,24 @@ import pytest
 
 from engine.streaming import StreamOptions
 from scripts import benchmark_stream as bench
-from tests.test_streaming import A, B, C, D, _frames, _pipeline, o
+from tests.test_streaming import A, B, C, D, _frames, _neighbour_pipeline, _pipeline, o
 
 # two clips: the class of every 4-frame step is written in its frames (tests/test_streaming.py)
 CLIPS = [("A B", [o, A, A, o, B, B, o]), ("C D A", [o, C, o, D, D, A, o])]
 GAP = 2  # steps of the clip's last frame after it
 
 
-def _video() -> bench.LongVideo:
-    frames, clips, start = [], [], 0
-    for gloss, steps in CLIPS:
-        held = _frames(steps + [steps[-1]] * GAP)
+def _video(clips=CLIPS, gap=GAP) -> bench.LongVideo:
+    frames, held_clips, start = [], [], 0
+    for gloss, steps in clips:
+        held = _frames(steps + [steps[-1]] * gap)
         frames.append(held)
-        clips.append(bench.VideoClip(gloss.lower(), gloss, gloss.lower(), start, 4 * len(steps)))
+        held_clips.append(
+            bench.VideoClip(gloss.lower(), gloss, gloss.lower(), start, 4 * len(steps))
+        )
         start += len(held)
     frames = np.concatenate(frames)
-    return bench.LongVideo(frames, np.zeros((len(frames), 133, 3), np.float32), clips, 4 * GAP)
+    return bench.LongVideo(frames, np.zeros((len(frames), 133, 3), np.float32), held_clips, 4 * gap)
 
 
 def test_offline_aligns_each_reference_gloss_to_its_steps_in_the_video():
@@ -111,3 +113,20 @@ def test_the_look_ahead_the_model_needs_is_where_windows_agree_with_the_whole_vi
     seeing = bench.lookahead_agreement(seeing, bench.whole_video(seeing, video), 24, 12)
     seeing = seeing["agreement"]
     assert seeing == [1.0] * 6
+
+
+def test_the_second_pass_is_scored_with_its_own_glosses_and_times():
+    video = _video([("D", [o, D, D, o]), ("A B", [o, A, A, o, B, B, o])], gap=4)
+    pipeline = _neighbour_pipeline()  # reads A as C while the D is in its window
+    reference = bench.offline(pipeline, video)
+    assert reference.glosses == ["D", "A B"]  # each clip alone: no D beside the A
+    options = StreamOptions(stride_frames=4, lookahead_frames=4, window_frames=48, revise=True)
+    run = bench.stream(pipeline, video, options, "simulated")
+    row = bench.score(video, reference, run)
+    assert row["wer_stream"] == pytest.approx(100 / 3)  # C for A
+    assert row["wer_revised"] == 0.0 and row["latencies_revised"] == 3
+    # a revision comes at the pause after its sentence: later than the commits
+    assert row["latency_revised_median_s"] > row["latency_median_s"]
+    once = StreamOptions(stride_frames=4, lookahead_frames=4, window_frames=48)
+    first_pass = bench.score(video, reference, bench.stream(pipeline, video, once, "simulated"))
+    assert first_pass["wer_stream"] == row["wer_stream"] and "wer_revised" not in first_pass

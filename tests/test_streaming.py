@@ -29,6 +29,7 @@ from engine.streaming import (
     CameraSource,
     CommittedGloss,
     Notice,
+    Revision,
     RunningText,
     RunTiming,
     SentenceEnd,
@@ -261,6 +262,75 @@ def test_sentences_are_translated_from_their_own_steps_by_the_s2t_networks():
     # steps 0..9: the sentence's steps 2-7 and two steps on each side (clipped at 0)
     assert sentences[0].text.split() == [str(v) for v in SCRIPT[0:10]]
     assert sentences[1].text.split() == [str(v) for v in SCRIPT[12:18]]
+
+
+class NeighbourConfusedRecogniser(ScriptedRecogniser):
+    """As the scripted recogniser, but a window that holds a D reads every A as C: a model
+    that the previous sentence in view misleads."""
+
+    def recognise(self, batch, with_labels):
+        output = super().recognise(batch, with_labels)
+        log_probs = output.heads["gloss"].log_probs[0]
+        classes = log_probs.argmax(-1)
+        if (classes == D).any():
+            log_probs[classes == A] = torch.full((log_probs.shape[1],), -10.0).index_fill(
+                0, torch.tensor(C), 0.0
+            )
+        return output
+
+
+NEIGHBOURS = [o, D, D, o, o, o, o, o, A, A, o, B, B, o, o, o, o, o]
+
+
+def _neighbour_pipeline() -> Pipeline:
+    pipeline = _pipeline(g2t=True)
+    pipeline.s2g.model = NeighbourConfusedRecogniser()
+    return pipeline
+
+
+def test_a_second_pass_at_each_pause_sees_only_its_sentence():
+    options = StreamOptions(stride_frames=4, lookahead_frames=4, window_frames=48, revise=True)
+    _, events = _stream(_neighbour_pipeline(), _frames(NEIGHBOURS), options)
+    assert [c.gloss for c in _commits(events)] == ["D", "C", "B"]  # D in view: A read as C
+    revisions = [e for e in events if isinstance(e, Revision)]
+    # a sentence ends when 4 steps after its last gloss are blank (0.64 s): sentence 0 at
+    # step 6, frames [0, 28); sentence 1 from there to step 16, frames [28, 68): no D in view
+    assert [(r.sentence, r.glosses, r.first_pass, r.frames) for r in revisions] == [
+        (0, ("D",), ("D",), (0, 28)),
+        (1, ("A", "B"), ("C", "B"), (28, 68)),
+    ]
+    a = revisions[1].spans[0]
+    assert (a["gloss"], a["start_s"], a["end_s"]) == ("A", 32 / 25, 40 / 25)
+    assert (a["start_frame"], a["end_frame"]) == (32, 39)
+    sentences = [e for e in events if isinstance(e, SentenceEnd)]
+    assert [(s.glosses, s.text) for s in sentences] == [(("D",), "d"), (("A", "B"), "a b")]
+    assert events.index(revisions[1]) < events.index(sentences[1])
+    assert json.loads(revisions[1].json_line())["kind"] == "revision"
+
+
+def test_without_revise_the_first_pass_stays_and_only_a_window_is_held():
+    options = StreamOptions(stride_frames=4, lookahead_frames=4, window_frames=48)
+    stream, events = _stream(_neighbour_pipeline(), _frames(NEIGHBOURS), options)
+    assert not [e for e in events if isinstance(e, Revision)]
+    assert [e.glosses for e in events if isinstance(e, SentenceEnd)] == [("D",), ("C", "B")]
+    assert len(stream._frames) <= 48
+
+
+def test_a_sentence_longer_than_a_second_pass_holds_keeps_its_first_pass():
+    options = StreamOptions(stride_frames=4, lookahead_frames=4, window_frames=24, revise=True)
+    stream = SignStream(_pipeline(g2t=True), options)
+    stream._revise_limit = 32  # frames; the second sentence of SCRIPT spans more from its start
+    events = []
+    for i, frame in enumerate(_frames(SCRIPT)):
+        events += stream.push(frame, i / 25)
+    events += stream.finish()
+    revisions = [e for e in events if isinstance(e, Revision)]
+    notices = [e.message for e in events if isinstance(e, Notice)]
+    assert [r.sentence for r in revisions] == [1] and len(notices) == 1
+    assert "sentence 1: 48 frames, more than the 32 a second pass holds" in notices[0]
+    assert len(stream._frames) <= 32 + 24
+    sentences = [e for e in events if isinstance(e, SentenceEnd)]
+    assert [s.glosses for s in sentences] == [("A", "B"), ("C",)]
 
 
 # -- bad input ------------------------------------------------------------------------------------
@@ -519,6 +589,16 @@ def test_the_command_names_missing_stages_cameras_and_clashing_inputs(tiny_run, 
     assert "stride_frames: expected a multiple of 4" in capsys.readouterr().err
     assert translate.main(["--stream", str(tiny_run["video"]), *run, "--threads", "0"]) == 2
     assert "--threads: expected 1 or more, got 0" in capsys.readouterr().err
+
+
+def test_the_command_revises_sentences_when_asked():
+    assert not translate.stream_options(translate.parse_args(["--stream", "v.mp4"])).revise
+    args = translate.parse_args(["--stream", "v.mp4", "--revise"])
+    assert translate.stream_options(args).revise
+    options = StreamOptions(stride_frames=4, lookahead_frames=4, window_frames=48, revise=True)
+    _, events = _stream(_neighbour_pipeline(), _frames(NEIGHBOURS), options)
+    lines = [translate.describe_event(e) for e in events if isinstance(e, Revision)]
+    assert lines[1].endswith("sentence 2 revised: A B (was C B)")
 
 
 def test_the_command_streams_on_the_threads_asked_for(tiny_run, monkeypatch):
