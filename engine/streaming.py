@@ -97,9 +97,6 @@ UNNAMED = "the stream"
 SENTENCE_MARGIN_STEPS = 2  # steps of context kept on each side of a sentence for S2T: the
 # networks were trained on whole clips, rest frames included
 REVISE_MAX_WINDOWS = 4  # a second pass holds at most this many max_num_frames of a sentence
-REVISE_QUIET = 0.1  # with revise, a step is rest only when no gloss reaches this probability:
-# a first pass misled by the sentence before deletes glosses, and a run of deleted glosses
-# would otherwise read as a pause and cut a sentence in two
 
 
 # -- options -------------------------------------------------------------------------------
@@ -409,7 +406,6 @@ class SignStream:
         self._points: list[np.ndarray] = []
         self._held_from = 0  # the model frame self._frames[0] is
         self._segment_start = 0  # the open sentence's first model frame for a second pass
-        self._signing = False  # with revise: a step since it where a gloss was likely
         self._revise_limit = REVISE_MAX_WINDOWS * cfg.data.transform_cfg.max_num_frames
         self._times: list[float] = []
         self._source_index: list[int] = []
@@ -598,14 +594,10 @@ class SignStream:
         if label != self._run.label:
             self._close_run(step)
             self._run = _Run(label, step)
-        quiet = label == BLANK_ID
-        if quiet and self.options.revise:
-            quiet = np.delete(self._rows[step][0], BLANK_ID).max() < math.log(REVISE_QUIET)
-            self._signing = self._signing or not quiet
-        self._blank_steps = self._blank_steps + 1 if quiet else 0
+        self._blank_steps = self._blank_steps + 1 if label == BLANK_ID else 0
         pause = self._blank_steps * HEAD_STRIDE / (self._rate or 25.0)
         if pause >= self.options.pause_s:
-            if self._sentence.glosses or self._signing:
+            if self._sentence.glosses:
                 self._end_sentence((step + 1) * HEAD_STRIDE)
             else:  # rest between sentences: a second pass keeps the last pause of it
                 rest = int(self.options.pause_s * (self._rate or 25.0)) // HEAD_STRIDE * HEAD_STRIDE
@@ -656,15 +648,12 @@ class SignStream:
         """Translate the open sentence (when it has glosses; its frames end before model frame
         ``stop``), revised first with ``revise``, and open the next one."""
         sentence = self._sentence
-        if not (sentence.glosses or self._signing):
+        if not sentence.glosses:
             return
         started = time.perf_counter()
         recognition, glosses = None, tuple(sentence.glosses)
         if self.options.revise:
             recognition, glosses = self._revise(sentence, stop)
-        if not sentence.glosses and not glosses:  # signing, by the posteriors; no gloss in it
-            self._segment_start, self._signing = stop, False
-            return
         text, translator = self._translate(sentence, recognition, glosses)
         self._emit(
             SentenceEnd, sentence=sentence.index, glosses=glosses, text=text,
@@ -672,7 +661,7 @@ class SignStream:
             translation_s=time.perf_counter() - started,
         )  # fmt: skip
         self._sentence = _Sentence(index=sentence.index + 1)
-        self._segment_start, self._signing = stop, False
+        self._segment_start = stop
 
     def _revise(self, sentence: _Sentence, stop: int) -> tuple[Recognition | None, tuple[str, ...]]:
         """The second pass over model frames ``[segment start, stop)``: the recognition and
@@ -702,13 +691,10 @@ class SignStream:
         seconds = time.perf_counter() - started
         self._compute_s += seconds
         glosses = tuple(span["gloss"] for span in spans)
-        if spans:
-            sentence.start_s, sentence.end_s = spans[0]["start_s"], spans[-1]["end_s"]
-        if glosses or first_pass:
-            self._emit(
-                Revision, sentence=sentence.index, glosses=glosses, spans=tuple(spans),
-                first_pass=first_pass, frames=(start, stop), recognition_s=seconds,
-            )  # fmt: skip
+        self._emit(
+            Revision, sentence=sentence.index, glosses=glosses, spans=tuple(spans),
+            first_pass=first_pass, frames=(start, stop), recognition_s=seconds,
+        )  # fmt: skip
         return recognition, glosses
 
     def _translate(

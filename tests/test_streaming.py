@@ -7,7 +7,6 @@ without enough future context would. The command is tested on a tiny trained run
 """
 
 import json
-import math
 import threading
 import time
 from types import SimpleNamespace
@@ -307,63 +306,6 @@ def test_a_second_pass_at_each_pause_sees_only_its_sentence():
     assert [(s.glosses, s.text) for s in sentences] == [(("D",), "d"), (("A", "B"), "a b")]
     assert events.index(revisions[1]) < events.index(sentences[1])
     assert json.loads(revisions[1].json_line())["kind"] == "revision"
-
-
-U = 200  # a step that is blank at best, with A at probability 0.3: a hesitant model
-
-
-class HesitantRecogniser(ScriptedRecogniser):
-    """Steps marked U say blank with A at 0.3; with ``confused``, a window that holds a D
-    makes every A step such a hesitation (the sentence before misleads the model)."""
-
-    def __init__(self, confused: bool = False) -> None:
-        super().__init__()
-        self.confused = confused
-
-    def recognise(self, batch, with_labels):
-        videos = batch["videos"][0]
-        marks = videos[3::4, 0, 0, 0].long()
-        hesitant = marks == U
-        if self.confused and (marks == D).any():
-            hesitant |= marks == A
-        batch = {**batch, "videos": torch.where(videos == U, BLANK_ID, videos)[None]}
-        output = super().recognise(batch, with_labels)
-        log_probs = output.heads["gloss"].log_probs[0]
-        log_probs[hesitant] = -10.0
-        log_probs[hesitant, BLANK_ID] = math.log(0.7)
-        log_probs[hesitant, A] = math.log(0.3)
-        return output
-
-
-def _hesitant_pipeline(confused=False) -> Pipeline:
-    pipeline = _pipeline(g2t=True)
-    pipeline.s2g.model = HesitantRecogniser(confused)
-    return pipeline
-
-
-@pytest.mark.parametrize("revise", [False, True])
-def test_with_revise_a_hesitation_is_no_pause(revise):
-    script = [o, A, A, U, U, U, U, B, B, o, o, o, o, o]
-    options = StreamOptions(stride_frames=4, lookahead_frames=4, window_frames=48, revise=revise)
-    _, events = _stream(_hesitant_pipeline(), _frames(script), options)
-    sentences = [e.glosses for e in events if isinstance(e, SentenceEnd)]
-    # 4 hesitant steps are 0.64 s of blank at best: a pause, unless A's 0.3 counts
-    assert sentences == ([("A", "B")] if revise else [("A",), ("B",)])
-
-
-def test_a_sentence_the_first_pass_missed_is_found_by_the_second():
-    script = [o, D, D, o, o, o, o, o, A, A, o, o, o, o, o, o]
-    for revise in (False, True):
-        options = StreamOptions(
-            stride_frames=4, lookahead_frames=4, window_frames=48, revise=revise
-        )
-        _, events = _stream(_hesitant_pipeline(confused=True), _frames(script), options)
-        assert [c.gloss for c in _commits(events)] == ["D"]  # the A hesitates with D in view
-        sentences = [(e.glosses, e.start_s, e.end_s) for e in events if isinstance(e, SentenceEnd)]
-        missed = [(("A",), 32 / 25, 40 / 25)] if revise else []
-        assert sentences[1:] == missed
-    revision = [e for e in events if isinstance(e, Revision)][-1]
-    assert (revision.glosses, revision.first_pass, revision.frames) == (("A",), (), (28, 56))
 
 
 def test_without_revise_the_first_pass_stays_and_only_a_window_is_held():
