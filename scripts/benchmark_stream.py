@@ -148,14 +148,6 @@ def offline(pipeline: Pipeline, video: LongVideo) -> Offline:
         stop = clip.start + clip.frames
         frames, points = video.frames[clip.start : stop], video.keypoints[clip.start : stop]
         one = translate_clip(pipeline, frames, FPS, CPU, points, {"path": clip.name})
-        result.seconds += time.perf_counter() - started
-        rest = slice(clip.start, stop + video.gap)
-        result.with_rest.append(
-            translate_clip(
-                pipeline, video.frames[rest], FPS, CPU, video.keypoints[rest], {"path": clip.name}
-            ).gloss_text
-        )
-        started = time.perf_counter()
         log_probs = one.recognition.log_probs
         result.glosses.append(one.gloss_text)
         best = ctc_decode_scores(log_probs[None], np.array([len(log_probs)]), 1)[0]
@@ -168,7 +160,13 @@ def offline(pipeline: Pipeline, video: LongVideo) -> Offline:
         ]
         offset = clip.start / FPS
         result.spans.append([(s["start_s"] + offset, s["end_s"] + offset) for s in spans])
-    result.seconds += time.perf_counter() - started
+    result.seconds = time.perf_counter() - started
+    for clip in video.clips:  # not timed: the offline real-time factor is of the clips alone
+        rest = slice(clip.start, clip.start + clip.frames + video.gap)
+        one = translate_clip(
+            pipeline, video.frames[rest], FPS, CPU, video.keypoints[rest], {"path": clip.name}
+        )
+        result.with_rest.append(one.gloss_text)
     return result
 
 
@@ -230,7 +228,7 @@ def _timed_call(call, args: tuple, now: float, emitted: list, result: Streamed) 
 # -- scoring ----------------------------------------------------------------------------------------
 def score(video: LongVideo, reference: Offline, run: Streamed) -> dict:
     """WER, latency, BLEU-4 and real-time factor of one streamed run (module docstring)."""
-    glosses = [(c.gloss, c.start_s, c.end_s, when) for c, when in run.commits]
+    glosses = _committed(run.commits)
     wer, latencies = _wer_and_latencies(video, reference, glosses)
     texts = [[] for _ in video.clips]
     for sentence in run.sentences:
@@ -251,7 +249,7 @@ def score(video: LongVideo, reference: Offline, run: Streamed) -> dict:
     }
     if run.options.revise:  # the second pass's glosses, the first pass's where none ran
         revised = {r.sentence for r, _ in run.revisions}
-        glosses = [g for g, (c, _) in zip(glosses, run.commits) if c.sentence not in revised]
+        glosses = _committed(run.commits, skip=revised)
         for revision, when in run.revisions:
             glosses += [(s["gloss"], s["start_s"], s["end_s"], when) for s in revision.spans]
         row["wer_revised"], latencies = _wer_and_latencies(video, reference, glosses)
@@ -261,6 +259,11 @@ def score(video: LongVideo, reference: Offline, run: Streamed) -> dict:
             "bleu4"
         ]
     return row
+
+
+def _committed(commits: list[tuple[CommittedGloss, float]], skip: set[int] = frozenset()):
+    """``(gloss, start_s, end_s, commit time)`` of the commits outside the sentences ``skip``."""
+    return [(c.gloss, c.start_s, c.end_s, when) for c, when in commits if c.sentence not in skip]
 
 
 def _wer_and_latencies(
