@@ -43,6 +43,7 @@ from dataset.frames import FolderFrameReader, VideoFrameReader
 from dataset.keypoints import check_keypoints, keypoint_indices
 from engine.run_folder import open_run
 from engine.streaming import (
+    PAUSE_SOURCES,
     PRECISIONS,
     CameraSource,
     CommittedGloss,
@@ -188,6 +189,19 @@ def add_stream_options(live) -> None:
         help="at each pause, recognise the sentence again over its own frames (no other "
         "sentence in view); its glosses and translation replace the first pass's",
     )
+    live.add_argument(
+        "--pause-from",
+        default=defaults.pause_from,
+        choices=PAUSE_SOURCES,
+        help="what a pause is: blank glosses, or the hands still (from the keypoints; windows "
+        "then start where the hands began to move)",
+    )
+    live.add_argument(
+        "--still-speed",
+        type=float,
+        default=defaults.still_speed,
+        help="with --pause-from hands: hands slower than this are still (shoulder widths a second)",
+    )
 
 
 def stream_options(args: argparse.Namespace) -> StreamOptions:
@@ -196,6 +210,7 @@ def stream_options(args: argparse.Namespace) -> StreamOptions:
         stride_frames=args.stride, lookahead_frames=args.lookahead, window_frames=args.window,
         pause_s=args.pause, stall_timeout_s=args.stall_timeout,
         update_text=not args.no_text_updates, precision=args.precision, revise=args.revise,
+        pause_from=args.pause_from, still_speed=args.still_speed,
     )  # fmt: skip
     options.check()
     return options

@@ -73,7 +73,7 @@ import torch
 from dataset.annotations import Sample
 from dataset.frames import FolderFrameReader, FrameFit, VideoFrameReader
 from dataset.gloss_vocabulary import BLANK_ID
-from dataset.keypoints import fill_missing
+from dataset.keypoints import LEFT_HAND, RIGHT_HAND, fill_missing
 from engine.task_data import frame_rate_of, frame_size_of
 from engine.video_inference import (
     HEAD_STRIDE,
@@ -93,10 +93,12 @@ from utils.errors import ConfigurationError, DataError, SignLanguageError
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16", "auto")
+PAUSE_SOURCES = ("glosses", "hands")
 UNNAMED = "the stream"
 SENTENCE_MARGIN_STEPS = 2  # steps of context kept on each side of a sentence for S2T: the
 # networks were trained on whole clips, rest frames included
 REVISE_MAX_WINDOWS = 4  # a second pass holds at most this many max_num_frames of a sentence
+SHOULDERS = (5, 6)  # COCO-WholeBody: the body's scale for the hands' speed
 
 
 # -- options -------------------------------------------------------------------------------
@@ -118,6 +120,14 @@ class StreamOptions:
     revise: at each pause, recognise the sentence's own frames again (from the pause before
         it to this one: no other sentence in view) and decode them as offline; the sentence
         is translated from that pass (a ``revision`` event, then ``sentence``).
+    pause_from: what a pause is: ``glosses`` (the best path blank for ``pause_s`` after a
+        gloss) or ``hands`` (both hands still for ``pause_s``, from the keypoints: the
+        recogniser's guesses play no part, and a second pass sees the sentence from where
+        the hands began to move to where they stopped).
+    still_speed: with ``hands``, hands slower than this (shoulder widths per second, the
+        faster hand's centre) are still.
+    pause_margin_frames: with ``hands``, frames of the still hands kept on each side of a
+        sentence (the rest a training clip starts and ends with).
     """
 
     stride_frames: int = 8
@@ -129,6 +139,9 @@ class StreamOptions:
     precision: str = "fp32"
     keep_posteriors: bool = False
     revise: bool = False
+    pause_from: str = "glosses"
+    still_speed: float = 0.5
+    pause_margin_frames: int = 2
 
     def check(self, max_num_frames: int | None = None) -> None:
         """Raise ConfigurationError naming every option out of range."""
@@ -154,6 +167,13 @@ class StreamOptions:
             problems.append("pause_s and stall_timeout_s: expected positive seconds")
         if self.precision not in PRECISIONS:
             problems.append(f"precision: expected one of {', '.join(PRECISIONS)}")
+        if self.pause_from not in PAUSE_SOURCES:
+            problems.append(f"pause_from: expected one of {', '.join(PAUSE_SOURCES)}")
+        if not (self.still_speed > 0 and self.pause_margin_frames >= 0):
+            problems.append(
+                "still_speed and pause_margin_frames: expected a positive speed and a "
+                f"count >= 0, got {self.still_speed} and {self.pause_margin_frames}"
+            )
         if problems:
             raise ConfigurationError("stream options: " + "; ".join(problems))
 
@@ -343,6 +363,18 @@ def _hold_missing(
     return points, True
 
 
+def hands_speed(before: np.ndarray, after: np.ndarray, seconds: float) -> float:
+    """How fast the faster hand's centre (the mean of its 21 points) moved between two
+    frames' ``(133, >=2)`` points, in shoulder widths per second: the body's own scale, so
+    a signer near the camera and one far from it compare."""
+    moved = max(
+        float(np.linalg.norm(after[part, :2].mean(0) - before[part, :2].mean(0)))
+        for part in (LEFT_HAND, RIGHT_HAND)
+    )
+    shoulders = float(np.linalg.norm(after[SHOULDERS[0], :2] - after[SHOULDERS[1], :2]))
+    return moved / max(shoulders, 1.0) / seconds
+
+
 # -- the stream ----------------------------------------------------------------------------
 @dataclass
 class _Run:
@@ -419,6 +451,12 @@ class SignStream:
         self._partial: tuple[str, ...] = ()
         self._compute_s = 0.0
         self._kept: list[np.ndarray] = []
+        # with pause_from hands: the previous model frame's points, where the hands' current
+        # stillness began (None: they move), and whether they rest since a pause
+        self._hands = self.options.pause_from == "hands"
+        self._hand_points: np.ndarray | None = None
+        self._still_from: int | None = 0
+        self._resting = True
         self.finished = False
 
     # -- in --------------------------------------------------------------------------------
@@ -440,8 +478,11 @@ class SignStream:
         current = (fitted, points, float(timestamp_s), index)
         for use_current in self._resampler.feed(float(timestamp_s), index):
             self._append(*(current if use_current else self._previous))
-            if self._count % self.options.stride_frames == 0 and self._ready():
+            scheduled = self._count % self.options.stride_frames == 0
+            if scheduled and self._ready():
                 self._recognise(final=False)
+            if self._hands and self._hands_paused():
+                self._hands_pause(recognised=scheduled)
         self._previous = current
         return self._flush()
 
@@ -454,7 +495,8 @@ class SignStream:
             if self._count >= max(HEAD_STRIDE, self.pipeline.s2g.cfg.data.min_num_frames):
                 self._recognise(final=True)
                 self._close_run(self._final)
-                self._end_sentence(self._count)
+                if not (self._hands and self._resting):
+                    self._end_sentence(self._sentence_stop(), signed=self._hands)
             elif self._count:
                 self._notice(
                     f"{self.name}: {self._count} frames at the model's rate are too few to "
@@ -496,13 +538,18 @@ class SignStream:
             )
         self._source_size = size
         fit = FrameFit(tuple(self._size or size), self.pipeline.s2g.cfg.data.frame_fit)
-        if not self.reads_keypoints:
+        if not (self.reads_keypoints or self._hands):
             return fit.image(image), None
         if keypoints is None:
             if self._estimate is None:
+                reader = (
+                    "the S2G model reads keypoints"
+                    if self.reads_keypoints
+                    else "pauses from the hands (pause_from: hands) read keypoints"
+                )
                 raise DataError(
-                    f"{self.name}: the S2G model reads keypoints: give them with each frame "
-                    "(a keypoint file) or a keypoint estimator"
+                    f"{self.name}: {reader}: give them with each frame (a keypoint file) or "
+                    "a keypoint estimator"
                 )
             started = time.perf_counter()
             keypoints = self._estimate(image)
@@ -515,19 +562,63 @@ class SignStream:
 
     def _append(self, frame: np.ndarray, points, timestamp: float, index: int) -> None:
         self._frames.append(frame)
-        if points is not None:
+        if points is not None and self.reads_keypoints:
             self._points.append(points)
+        if self._hands:
+            self._track_hands(points)
         self._times.append(timestamp - self._resampler.first)
         self._source_index.append(index)
         self._count += 1
         # only the newest window is read again, and with revise the open sentence's frames
+        # (none while the hands rest: the next sentence starts at their next move)
         keep_from = self._count - self.options.window_frames
-        if self.options.revise and self._count - self._segment_start <= self._revise_limit:
+        open_sentence = not (self._hands and self._resting)
+        within = self._count - self._segment_start <= self._revise_limit
+        if self.options.revise and open_sentence and within:
             keep_from = min(keep_from, self._segment_start)
         drop = keep_from - self._held_from
         if drop > 0:
             del self._frames[:drop], self._points[:drop]
             self._held_from += drop
+
+    # -- pauses of the hands -----------------------------------------------------------------
+    def _track_hands(self, points: np.ndarray) -> None:
+        """Model frame ``self._count`` (being appended): still or moving; the first moving
+        frame after a pause starts the next sentence (less the margin)."""
+        index, previous = self._count, self._hand_points
+        self._hand_points = points[:, :2]
+        seconds = 1 / (self._rate or 25.0)
+        if previous is None or hands_speed(previous, points, seconds) < self.options.still_speed:
+            if self._still_from is None:
+                self._still_from = index
+            return
+        self._still_from = None
+        if self._resting:
+            start = index - self.options.pause_margin_frames
+            self._segment_start = max(self._segment_start, start, 0)
+            self._resting = False
+
+    def _hands_paused(self) -> bool:
+        """The hands have been still for ``pause_s`` since they last moved."""
+        if self._resting or self._still_from is None:
+            return False
+        still_s = (self._count - self._still_from) / (self._rate or 25.0)
+        return still_s >= self.options.pause_s
+
+    def _hands_pause(self, recognised: bool) -> None:
+        """End the open sentence where the hands came to rest (and the margin); a run first
+        when none ran at this frame, so the first pass has its steps final up to there."""
+        if not recognised and self._ready():
+            self._recognise(final=False)
+        self._resting = True
+        self._end_sentence(self._sentence_stop(), signed=True)
+
+    def _sentence_stop(self) -> int:
+        """The model frame the open sentence ends before: with hands at rest, the margin
+        after they stopped; else the newest frame."""
+        if self._hands and self._still_from is not None:
+            return min(self._still_from + self.options.pause_margin_frames, self._count)
+        return self._count
 
     def _ready(self) -> bool:
         cfg = self.pipeline.s2g.cfg
@@ -596,7 +687,7 @@ class SignStream:
             self._run = _Run(label, step)
         self._blank_steps = self._blank_steps + 1 if label == BLANK_ID else 0
         pause = self._blank_steps * HEAD_STRIDE / (self._rate or 25.0)
-        if pause >= self.options.pause_s:
+        if pause >= self.options.pause_s and not self._hands:
             if self._sentence.glosses:
                 self._end_sentence((step + 1) * HEAD_STRIDE)
             else:  # rest between sentences: a second pass keeps the last pause of it
@@ -644,16 +735,20 @@ class SignStream:
         )
         return {**span, "steps": [first, last]}
 
-    def _end_sentence(self, stop: int) -> None:
-        """Translate the open sentence (when it has glosses; its frames end before model frame
-        ``stop``), revised first with ``revise``, and open the next one."""
+    def _end_sentence(self, stop: int, signed: bool = False) -> None:
+        """Translate the open sentence (its frames end before model frame ``stop``), revised
+        first with ``revise``, and open the next one. It needs glosses, or with ``signed``
+        (the hands moved in it) a second pass that finds some."""
         sentence = self._sentence
-        if not sentence.glosses:
+        if not sentence.glosses and not (signed and self.options.revise):
             return
         started = time.perf_counter()
         recognition, glosses = None, tuple(sentence.glosses)
         if self.options.revise:
             recognition, glosses = self._revise(sentence, stop)
+        if not glosses and not sentence.glosses:  # hands moved, nothing was read
+            self._segment_start = max(self._segment_start, stop)
+            return
         text, translator = self._translate(sentence, recognition, glosses)
         self._emit(
             SentenceEnd, sentence=sentence.index, glosses=glosses, text=text,
@@ -661,7 +756,7 @@ class SignStream:
             translation_s=time.perf_counter() - started,
         )  # fmt: skip
         self._sentence = _Sentence(index=sentence.index + 1)
-        self._segment_start = stop
+        self._segment_start = max(self._segment_start, stop)
 
     def _revise(self, sentence: _Sentence, stop: int) -> tuple[Recognition | None, tuple[str, ...]]:
         """The second pass over model frames ``[segment start, stop)``: the recognition and
@@ -691,6 +786,10 @@ class SignStream:
         seconds = time.perf_counter() - started
         self._compute_s += seconds
         glosses = tuple(span["gloss"] for span in spans)
+        if not glosses and not first_pass:
+            return recognition, glosses
+        if spans:  # the sentence's time: where the second pass places its glosses
+            sentence.start_s, sentence.end_s = spans[0]["start_s"], spans[-1]["end_s"]
         self._emit(
             Revision, sentence=sentence.index, glosses=glosses, spans=tuple(spans),
             first_pass=first_pass, frames=(start, stop), recognition_s=seconds,

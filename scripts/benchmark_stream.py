@@ -240,6 +240,7 @@ def score(video: LongVideo, reference: Offline, run: Streamed) -> dict:
         "window": run.options.window_frames,
         "precision": run.options.precision,
         "revise": run.options.revise,
+        "pause_from": run.options.pause_from,
         "wer_stream": wer,
         **_latency_figures(latencies, ""),
         "realtime_factor": run.compute_s / duration,
@@ -558,6 +559,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="the run's models (glosses: S2G alone)")  # fmt: skip
     parser.add_argument("--revise", action="store_true",
                         help="a second pass over each sentence at its pause (StreamOptions.revise)")  # fmt: skip
+    parser.add_argument("--pause-from", default=StreamOptions.pause_from,
+                        choices=("glosses", "hands"),
+                        help="what ends a sentence (StreamOptions.pause_from)")  # fmt: skip
     parser.add_argument("--no-text-updates", action="store_true",
                         help="no G2T of the open sentence at every commit")  # fmt: skip
     parser.add_argument("--clock", choices=("simulated", "real"), default="simulated")
@@ -593,6 +597,7 @@ def main(argv: list[str] | None = None) -> dict:
                 stride_frames=stride, lookahead_frames=lookahead, window_frames=window,
                 pause_s=args.pause, precision=args.precision,
                 update_text=not args.no_text_updates, revise=args.revise,
+                pause_from=args.pause_from,
             )  # fmt: skip
             runs.append(stream(pipeline, video, options, args.clock))
             report["rows"].append(score(video, reference, runs[-1]))

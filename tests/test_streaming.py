@@ -39,6 +39,7 @@ from engine.streaming import (
     StreamOptions,
     _hold_missing,
     _Resampler,
+    hands_speed,
     run_stream,
 )
 from engine.task_data import Vocabularies
@@ -333,6 +334,83 @@ def test_a_sentence_longer_than_a_second_pass_holds_keeps_its_first_pass():
     assert [s.glosses for s in sentences] == [("A", "B"), ("C",)]
 
 
+# -- pauses of the hands -------------------------------------------------------------------------
+def _hand_points(steps: list[int], scale: float = 1.0, moving=None) -> np.ndarray:
+    """(frames, 133, 3): the hands move 0.25 px a frame (1.6 shoulder widths a second) through
+    the frames of gloss steps (or of the steps ``moving`` marks) and rest in the others;
+    shoulders 4 px apart."""
+    moving = np.repeat(np.asarray(steps) != BLANK_ID if moving is None else moving, 4)
+    points = np.tile(np.random.default_rng(0).uniform(1, 3, (133, 3)), (len(moving), 1, 1))
+    points[:, 5, :2], points[:, 6, :2] = (1, 4), (5, 4)
+    points[:, 91:, 0] += 0.25 * np.cumsum(moving)[:, None]
+    points[:, :, :2] *= scale
+    return points.astype(np.float32)
+
+
+def _hands_stream(pipeline, steps, options, moving=None):
+    stream = SignStream(pipeline, options)
+    frames, points, events = _frames(steps), _hand_points(steps, moving=moving), []
+    for i, frame in enumerate(frames):
+        events += stream.push(frame, i / 25, points[i])
+    return stream, events + stream.finish()
+
+
+HANDS = StreamOptions(
+    stride_frames=4, lookahead_frames=4, window_frames=48, revise=True, pause_from="hands"
+)
+
+
+def test_hands_at_rest_end_sentences_and_the_second_pass_sees_where_they_moved():
+    stream, events = _hands_stream(_neighbour_pipeline(), NEIGHBOURS + [o] * 10, HANDS)
+    assert [c.gloss for c in _commits(events)] == ["D", "C", "B"]  # the first pass, D in view
+    revisions = [e for e in events if isinstance(e, Revision)]
+    # D moves frames 4-11: still from 12, a pause (15 frames, 0.6 s) once frame 26 is in,
+    # the sentence is frames [4 - 2, 12 + 2); A B move frames 32-51
+    assert [(r.glosses, r.frames) for r in revisions] == [(("D",), (2, 14)), (("A", "B"), (30, 54))]
+    sentences = [e for e in events if isinstance(e, SentenceEnd)]
+    assert [(s.glosses, s.at_s) for s in sentences] == [(("D",), 26 / 25), (("A", "B"), 66 / 25)]
+    # the revision's span: its steps count from frame 30 (the scripted model reads a step's
+    # last frame), so A B read as frames 30-49
+    assert (sentences[1].start_s, sentences[1].end_s) == (30 / 25, 50 / 25)
+    assert len(stream._frames) <= 48 + 4  # the rest after the last pause is not held
+
+
+def test_a_long_blank_while_the_hands_move_does_not_end_the_sentence():
+    steps = [o, A, o, o, o, o, o, B, o, o, o, o, o, o, o, o, o, o]
+    moving = [s in (1, 2, 3, 4, 5, 6, 7) for s in range(len(steps))]
+    by_hands = StreamOptions(stride_frames=4, lookahead_frames=4, pause_from="hands")
+    _, events = _hands_stream(_pipeline(g2t=True), steps, by_hands, moving)
+    assert [e.glosses for e in events if isinstance(e, SentenceEnd)] == [("A", "B")]
+    by_glosses = StreamOptions(stride_frames=4, lookahead_frames=4)
+    _, events = _hands_stream(_pipeline(g2t=True), steps, by_glosses, moving)
+    assert [e.glosses for e in events if isinstance(e, SentenceEnd)] == [("A",), ("B",)]
+
+
+def test_hands_that_move_while_nothing_is_read_make_no_sentence():
+    steps = [o, o, A, A, o, o, o, o, o, o, o, o]
+    pipeline = _pipeline(g2t=True)
+    _, events = _hands_stream(pipeline, [o] * 2 + [B] * 2 + [o] * 8, HANDS)  # hands only
+    frames = _frames([o] * len(steps))
+    stream = SignStream(pipeline, HANDS)
+    points = _hand_points(steps)
+    quiet = [e for i, f in enumerate(frames) for e in stream.push(f, i / 25, points[i])]
+    quiet += stream.finish()
+    assert not [e for e in quiet if isinstance(e, Revision | SentenceEnd | CommittedGloss)]
+    assert [e.glosses for e in events if isinstance(e, SentenceEnd)] == [("B",)]
+
+
+def test_hand_speed_is_in_shoulder_widths_per_second_and_options_are_checked():
+    near, far = _hand_points([A, A], scale=2.0), _hand_points([A, A])
+    assert hands_speed(near[0], near[1], 0.04) == pytest.approx(0.25 / 4 / 0.04)
+    assert hands_speed(far[0], far[1], 0.04) == pytest.approx(hands_speed(near[0], near[1], 0.04))
+    with pytest.raises(ConfigurationError, match="pause_from: expected one of glosses, hands"):
+        StreamOptions(pause_from="blank").check()
+    with pytest.raises(ConfigurationError, match="still_speed and pause_margin_frames"):
+        StreamOptions(still_speed=0).check()
+    with pytest.raises(DataError, match=r"pauses from the hands \(pause_from: hands\) read"):
+        SignStream(_pipeline(), HANDS).push(_frames([A])[0], 0.0)
+
+
 # -- bad input ------------------------------------------------------------------------------------
 def test_frames_of_another_size_are_fitted_with_a_notice():
     frames = _frames(SCRIPT)
@@ -599,6 +677,9 @@ def test_the_command_revises_sentences_when_asked():
     _, events = _stream(_neighbour_pipeline(), _frames(NEIGHBOURS), options)
     lines = [translate.describe_event(e) for e in events if isinstance(e, Revision)]
     assert lines[1].endswith("sentence 2 revised: A B (was C B)")
+    args = ["--stream", "v.mp4", "--pause-from", "hands", "--still-speed", "0.8"]
+    hands = translate.stream_options(translate.parse_args(args))
+    assert (hands.pause_from, hands.still_speed) == ("hands", 0.8)
 
 
 def test_the_command_streams_on_the_threads_asked_for(tiny_run, monkeypatch):
