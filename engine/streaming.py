@@ -481,7 +481,8 @@ class SignStream:
             scheduled = self._count % self.options.stride_frames == 0
             if scheduled and self._ready():
                 self._recognise(final=False)
-            if self._hands and self._hands_paused():
+            # a window must end on a step's last frame: the pause is looked for there
+            if self._hands and self._count % HEAD_STRIDE == 0 and self._hands_paused():
                 self._hands_pause(recognised=scheduled)
         self._previous = current
         return self._flush()

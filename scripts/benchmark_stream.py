@@ -111,9 +111,9 @@ class LongVideo:
         return max(0, int(np.searchsorted(starts, seconds, side="right")) - 1)
 
 
-def long_video(data: Path, count: int, gap_s: float) -> LongVideo:
-    """The first ``count`` test clips, each followed by ``gap_s`` of its last frame."""
-    samples = load_annotations(data / "demo.test")[:count]
+def long_video(data: Path, count: int, gap_s: float, split: str = "test") -> LongVideo:
+    """The first ``count`` clips of ``split``, each followed by ``gap_s`` of its last frame."""
+    samples = load_annotations(data / f"demo.{split}")[:count]
     reader = ZipFrameReader(data / "demo-videos.zip", phoenix2014t_member)
     points = read_pickle(data / "demo-keypoints.pkl", "keypoint file", "a dict", dict)
     gap = int(round(gap_s * FPS))
@@ -241,6 +241,8 @@ def score(video: LongVideo, reference: Offline, run: Streamed) -> dict:
         "precision": run.options.precision,
         "revise": run.options.revise,
         "pause_from": run.options.pause_from,
+        "pause_s": run.options.pause_s,
+        "margin": run.options.pause_margin_frames,
         "wer_stream": wer,
         **_latency_figures(latencies, ""),
         "realtime_factor": run.compute_s / duration,
@@ -546,7 +548,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--run", type=Path, default=REPO / "experiments/outputs/demo")
     parser.add_argument("--data", type=Path, default=REPO / "data/demo")
-    parser.add_argument("--clips", type=int, default=200, help="test clips in the video")
+    parser.add_argument("--clips", type=int, default=200, help="clips in the video")
+    parser.add_argument("--split", default="test", choices=("dev", "test"),
+                        help="whose clips (dev: to choose options on)")  # fmt: skip
     parser.add_argument("--gap", type=float, default=1.0, help="seconds of rest after each clip")
     parser.add_argument("--grid", default="8:8,4:4,4:8,8:4,8:12,16:8",
                         help="stride:look-ahead[:window] (model frames; window default "
@@ -562,6 +566,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pause-from", default=StreamOptions.pause_from,
                         choices=("glosses", "hands"),
                         help="what ends a sentence (StreamOptions.pause_from)")  # fmt: skip
+    parser.add_argument("--margin", type=int, default=StreamOptions.pause_margin_frames,
+                        help="with --pause-from hands: StreamOptions.pause_margin_frames")  # fmt: skip
     parser.add_argument("--no-text-updates", action="store_true",
                         help="no G2T of the open sentence at every commit")  # fmt: skip
     parser.add_argument("--clock", choices=("simulated", "real"), default="simulated")
@@ -584,9 +590,9 @@ def main(argv: list[str] | None = None) -> dict:
     report: dict = {"threads": torch.get_num_threads(), "clock": args.clock, "rows": []}
     if args.clips > 0:
         pipeline = load_run(args.run, CPU, args.pipeline)
-        video = long_video(args.data, args.clips, args.gap)
+        video = long_video(args.data, args.clips, args.gap, args.split)
         duration = len(video.frames) / FPS
-        print(f"video: {len(video.clips)} test clips, {len(video.frames)} frames ({duration:.1f} s), "
+        print(f"video: {len(video.clips)} {args.split} clips, {len(video.frames)} frames ({duration:.1f} s), "
               f"{pipeline.description}, head {pipeline.head}", flush=True)  # fmt: skip
         reference = offline(pipeline, video)
         report["offline"] = offline_row(video, reference)
@@ -597,7 +603,7 @@ def main(argv: list[str] | None = None) -> dict:
                 stride_frames=stride, lookahead_frames=lookahead, window_frames=window,
                 pause_s=args.pause, precision=args.precision,
                 update_text=not args.no_text_updates, revise=args.revise,
-                pause_from=args.pause_from,
+                pause_from=args.pause_from, pause_margin_frames=args.margin,
             )  # fmt: skip
             runs.append(stream(pipeline, video, options, args.clock))
             report["rows"].append(score(video, reference, runs[-1]))

@@ -365,10 +365,11 @@ def test_hands_at_rest_end_sentences_and_the_second_pass_sees_where_they_moved()
     assert [c.gloss for c in _commits(events)] == ["D", "C", "B"]  # the first pass, D in view
     revisions = [e for e in events if isinstance(e, Revision)]
     # D moves frames 4-11: still from 12, a pause (15 frames, 0.6 s) once frame 26 is in,
-    # the sentence is frames [4 - 2, 12 + 2); A B move frames 32-51
+    # found at the step's end (frame 27); the sentence is frames [4 - 2, 12 + 2); A B move
+    # frames 32-51
     assert [(r.glosses, r.frames) for r in revisions] == [(("D",), (2, 14)), (("A", "B"), (30, 54))]
     sentences = [e for e in events if isinstance(e, SentenceEnd)]
-    assert [(s.glosses, s.at_s) for s in sentences] == [(("D",), 26 / 25), (("A", "B"), 66 / 25)]
+    assert [(s.glosses, s.at_s) for s in sentences] == [(("D",), 27 / 25), (("A", "B"), 67 / 25)]
     # the revision's span: its steps count from frame 30 (the scripted model reads a step's
     # last frame), so A B read as frames 30-49
     assert (sentences[1].start_s, sentences[1].end_s) == (30 / 25, 50 / 25)
@@ -384,6 +385,21 @@ def test_a_long_blank_while_the_hands_move_does_not_end_the_sentence():
     by_glosses = StreamOptions(stride_frames=4, lookahead_frames=4)
     _, events = _hands_stream(_pipeline(g2t=True), steps, by_glosses, moving)
     assert [e.glosses for e in events if isinstance(e, SentenceEnd)] == [("A",), ("B",)]
+
+
+def test_pauses_from_the_hands_leave_the_first_pass_as_it_is():
+    # longer than a window; the hands rest from frame 52, a pause once frame 68 is in (0.66
+    # s), between two scheduled runs, while the frames still show glosses: the run at the
+    # pause must read the same steps as the others
+    steps = NEIGHBOURS * 2
+    moving = [s != o for s in steps]
+    steps[16], steps[17] = D, C
+    options = dict(stride_frames=8, lookahead_frames=4, window_frames=24, keep_posteriors=True)
+    by_blank, _ = _hands_stream(_pipeline(), steps, StreamOptions(**options), moving)
+    hands = StreamOptions(**options, pause_from="hands", pause_s=0.66)
+    by_hands, events = _hands_stream(_pipeline(), steps, hands, moving)
+    assert len([e for e in events if isinstance(e, SentenceEnd)]) == 4
+    assert np.array_equal(by_hands.posteriors(), by_blank.posteriors())
 
 
 def test_hands_that_move_while_nothing_is_read_make_no_sentence():
