@@ -63,6 +63,7 @@ from engine.streaming import (  # noqa: E402
     SentenceEnd,
     SignStream,
     StreamOptions,
+    hands_speed,
 )
 from engine.video_inference import (  # noqa: E402
     HEAD_STRIDE,
@@ -512,6 +513,43 @@ def plot(rows: list[dict], base: dict, video: LongVideo, example: Streamed, refe
     figure.savefig(path)
 
 
+def plot_pauses(video: LongVideo, run: Streamed, path: Path, span=(0.0, 12.0)) -> None:
+    """Top: the hands' speed (what ``pause_from: hands`` reads) over ``span`` s of the video,
+    each clip's frames shaded; bottom: the second pass's sentences (their frames), each
+    revised gloss at its span, and when the revision came."""
+    figure = Figure(figsize=(12, 5), dpi=80, layout="constrained")
+    speed_axis, pass_axis = figure.subplots(2, 1, sharex=True, height_ratios=[1.2, 1])
+    stop = min(len(video.frames), int(span[1] * FPS) + 1)
+    points = video.keypoints[:stop]
+    speeds = [hands_speed(a, b, 1 / FPS) for a, b in zip(points[:-1], points[1:], strict=True)]
+    times = np.arange(1, stop) / FPS
+    speed_axis.semilogy(times, np.maximum(speeds, 1e-3), color="tab:blue", lw=1)
+    speed_axis.axhline(run.options.still_speed, color="tab:red", linestyle="--",
+                       label=f"still below {run.options.still_speed}")  # fmt: skip
+    for clip in video.clips:
+        if clip.start / FPS > span[1]:
+            break
+        for axis in (speed_axis, pass_axis):
+            axis.axvspan(clip.start / FPS, (clip.start + clip.frames) / FPS, color="0.9")
+        pass_axis.text(clip.start / FPS, 1.35, clip.gloss, fontsize=7, va="top")
+    speed_axis.set(ylabel="hands' speed\n(shoulder widths / s)",
+                   title="grey: each clip's frames (the rest after it: the gap)")  # fmt: skip
+    speed_axis.legend(fontsize=8, loc="upper right")
+    for revision, when in run.revisions:
+        begin, end = (frame / FPS for frame in revision.frames)
+        if begin > span[1]:
+            break
+        pass_axis.barh(0.9, end - begin, left=begin, height=0.2, color="tab:green", alpha=0.4)
+        pass_axis.axvline(when, color="tab:green", lw=0.8)
+        for gloss in revision.spans:
+            middle = (gloss["start_s"] + gloss["end_s"]) / 2
+            pass_axis.text(middle, 0.5, gloss["gloss"], rotation=60, fontsize=7, ha="center")
+    pass_axis.set(xlim=span, ylim=(0.2, 1.4), yticks=[], xlabel="video time (s)",
+                  title="green: a sentence's frames for the second pass, its glosses below, "
+                        "a line when they came; the references on top")  # fmt: skip
+    figure.savefig(path)
+
+
 def _agreement(axis, agreement: dict) -> None:
     percent = 100 * np.asarray(agreement["agreement"])
     axis.plot(agreement["lookahead_frames"], percent, "o-")
@@ -579,6 +617,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int,
                         help="torch's intra-op threads (default: torch's own choice)")  # fmt: skip
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--pause-plot", type=Path,
+                        help="the hands' speed and the second pass's sentences, first 12 s")  # fmt: skip
     parser.add_argument("--plot", type=Path, default=REPO / "docs/images/stream_latency.png")
     return parser.parse_args(argv)
 
@@ -618,6 +658,9 @@ def main(argv: list[str] | None = None) -> dict:
             plot(report["rows"], report["offline"], video, runs[0], reference, args.plot,
                  report.get("agreement"))  # fmt: skip
             print(f"wrote {args.plot}")
+        if args.pause_plot:
+            plot_pauses(video, runs[0], args.pause_plot)
+            print(f"wrote {args.pause_plot}")
     for precision in filter(None, args.precisions.split(",")) if args.phoenix_seconds else ():
         options = StreamOptions(window_frames=args.window)
         report.setdefault("phoenix", []).append(

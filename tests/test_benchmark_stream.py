@@ -6,7 +6,17 @@ import pytest
 
 from engine.streaming import StreamOptions
 from scripts import benchmark_stream as bench
-from tests.test_streaming import A, B, C, D, _frames, _neighbour_pipeline, _pipeline, o
+from tests.test_streaming import (
+    A,
+    B,
+    C,
+    D,
+    _frames,
+    _hand_points,
+    _neighbour_pipeline,
+    _pipeline,
+    o,
+)
 
 # two clips: the class of every 4-frame step is written in its frames (tests/test_streaming.py)
 CLIPS = [("A B", [o, A, A, o, B, B, o]), ("C D A", [o, C, o, D, D, A, o])]
@@ -130,3 +140,22 @@ def test_the_second_pass_is_scored_with_its_own_glosses_and_times():
     once = StreamOptions(stride_frames=4, lookahead_frames=4, window_frames=48)
     first_pass = bench.score(video, reference, bench.stream(pipeline, video, once, "simulated"))
     assert first_pass["wer_stream"] == row["wer_stream"] and "wer_revised" not in first_pass
+
+
+def test_sentences_cut_where_the_hands_rest_are_scored_and_drawn(tmp_path):
+    clips = [("D", [o, D, D, o]), ("A B", [o, A, A, o, B, B, o])]
+    video = _video(clips, gap=4)
+    steps = [s for _, clip in clips for s in clip + [clip[-1]] * 4]
+    video.keypoints = _hand_points(steps)  # the hands move while a gloss is signed
+    pipeline = _neighbour_pipeline()
+    reference = bench.offline(pipeline, video)
+    options = StreamOptions(
+        stride_frames=4, lookahead_frames=4, window_frames=48, revise=True, pause_from="hands",
+        pause_s=0.4,
+    )  # fmt: skip
+    run = bench.stream(pipeline, video, options, "simulated")
+    row = bench.score(video, reference, run)
+    assert [r.glosses for r, _ in run.revisions] == [("D",), ("A", "B")]
+    assert row["wer_revised"] == 0.0 and row["pause_from"] == "hands"
+    bench.plot_pauses(video, run, tmp_path / "pauses.png", span=(0.0, 2.0))
+    assert (tmp_path / "pauses.png").stat().st_size > 1000
