@@ -127,7 +127,8 @@ class StreamOptions:
     still_speed: with ``hands``, hands slower than this (shoulder widths per second, the
         faster hand's centre) are still.
     pause_margin_frames: with ``hands``, frames of the still hands kept on each side of a
-        sentence (the rest a training clip starts and ends with).
+        sentence (some of the rest a training clip starts and ends with; more costs the
+        demo's models dearly, docs/live.md).
     """
 
     stride_frames: int = 8
@@ -141,7 +142,7 @@ class StreamOptions:
     revise: bool = False
     pause_from: str = "glosses"
     still_speed: float = 0.5
-    pause_margin_frames: int = 2
+    pause_margin_frames: int = 1  # chosen on the demo's dev clips (docs/live.md)
 
     def check(self, max_num_frames: int | None = None) -> None:
         """Raise ConfigurationError naming every option out of range."""

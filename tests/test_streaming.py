@@ -365,14 +365,14 @@ def test_hands_at_rest_end_sentences_and_the_second_pass_sees_where_they_moved()
     assert [c.gloss for c in _commits(events)] == ["D", "C", "B"]  # the first pass, D in view
     revisions = [e for e in events if isinstance(e, Revision)]
     # D moves frames 4-11: still from 12, a pause (15 frames, 0.6 s) once frame 26 is in,
-    # found at the step's end (frame 27); the sentence is frames [4 - 2, 12 + 2); A B move
-    # frames 32-51
-    assert [(r.glosses, r.frames) for r in revisions] == [(("D",), (2, 14)), (("A", "B"), (30, 54))]
+    # found at the step's end (frame 27); the sentence is frames [4 - 1, 12 + 1) (a margin of
+    # 1 frame); A B move frames 32-51
+    assert [(r.glosses, r.frames) for r in revisions] == [(("D",), (3, 13)), (("A", "B"), (31, 53))]
     sentences = [e for e in events if isinstance(e, SentenceEnd)]
     assert [(s.glosses, s.at_s) for s in sentences] == [(("D",), 27 / 25), (("A", "B"), 67 / 25)]
-    # the revision's span: its steps count from frame 30 (the scripted model reads a step's
-    # last frame), so A B read as frames 30-49
-    assert (sentences[1].start_s, sentences[1].end_s) == (30 / 25, 50 / 25)
+    # the revision's span: its steps count from frame 31 (the scripted model reads a step's
+    # last frame), so A B read as frames 31-50
+    assert (sentences[1].start_s, sentences[1].end_s) == (31 / 25, 51 / 25)
     assert len(stream._frames) <= 48 + 4  # the rest after the last pause is not held
 
 
