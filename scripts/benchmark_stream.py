@@ -112,8 +112,13 @@ class LongVideo:
         return max(0, int(np.searchsorted(starts, seconds, side="right")) - 1)
 
 
-def long_video(data: Path, count: int, gap_s: float, split: str = "test") -> LongVideo:
-    """The first ``count`` clips of ``split``, each followed by ``gap_s`` of its last frame."""
+def long_video(
+    data: Path, count: int, gap_s: float, split: str = "test", gap_noise: float = 0.0
+) -> LongVideo:
+    """The first ``count`` clips of ``split``, each followed by ``gap_s`` of its last frame;
+    ``gap_noise``: pixels of Gaussian noise on the gap's keypoints (a held frame's keypoints
+    are otherwise exactly still, which no estimator gives; seeded)."""
+    rng = np.random.default_rng(0)
     samples = load_annotations(data / f"demo.{split}")[:count]
     reader = ZipFrameReader(data / "demo-videos.zip", phoenix2014t_member)
     points = read_pickle(data / "demo-keypoints.pkl", "keypoint file", "a dict", dict)
@@ -123,7 +128,10 @@ def long_video(data: Path, count: int, gap_s: float, split: str = "test") -> Lon
         clip = reader.read(sample, np.arange(sample.num_frames))
         hold = np.concatenate([np.arange(len(clip)), np.full(gap, len(clip) - 1)])
         frames.append(clip[hold])
-        keypoints.append(np.asarray(points[sample.name]["keypoints"], np.float32)[hold])
+        held = np.asarray(points[sample.name]["keypoints"], np.float32)[hold]
+        if gap_noise:
+            held[len(clip) :, :, :2] += rng.normal(0.0, gap_noise, (gap, held.shape[1], 2))
+        keypoints.append(held)
         clips.append(VideoClip(sample.name, sample.gloss, sample.text, start, len(clip)))
         start += len(hold)
     return LongVideo(np.concatenate(frames), np.concatenate(keypoints), clips, gap)
@@ -590,6 +598,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--split", default="test", choices=("dev", "test"),
                         help="whose clips (dev: to choose options on)")  # fmt: skip
     parser.add_argument("--gap", type=float, default=1.0, help="seconds of rest after each clip")
+    parser.add_argument("--gap-noise", type=float, default=0.0,
+                        help="pixels of noise on the gap's keypoints (the demo's own: 0.4)")  # fmt: skip
     parser.add_argument("--grid", default="8:8,4:4,4:8,8:4,8:12,16:8",
                         help="stride:look-ahead[:window] (model frames; window default "
                              "--window), comma-separated")  # fmt: skip
@@ -630,7 +640,7 @@ def main(argv: list[str] | None = None) -> dict:
     report: dict = {"threads": torch.get_num_threads(), "clock": args.clock, "rows": []}
     if args.clips > 0:
         pipeline = load_run(args.run, CPU, args.pipeline)
-        video = long_video(args.data, args.clips, args.gap, args.split)
+        video = long_video(args.data, args.clips, args.gap, args.split, args.gap_noise)
         duration = len(video.frames) / FPS
         print(f"video: {len(video.clips)} {args.split} clips, {len(video.frames)} frames ({duration:.1f} s), "
               f"{pipeline.description}, head {pipeline.head}", flush=True)  # fmt: skip

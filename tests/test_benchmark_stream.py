@@ -4,6 +4,7 @@ times on the video's clock, WER, latency and the table, with results known in ad
 import numpy as np
 import pytest
 
+from dataset.synthetic import generate_demo_dataset
 from engine.streaming import StreamOptions
 from scripts import benchmark_stream as bench
 from tests.test_streaming import (
@@ -159,3 +160,21 @@ def test_sentences_cut_where_the_hands_rest_are_scored_and_drawn(tmp_path):
     assert row["wer_revised"] == 0.0 and row["pause_from"] == "hands"
     bench.plot_pauses(video, run, tmp_path / "pauses.png", span=(0.0, 2.0))
     assert (tmp_path / "pauses.png").stat().st_size > 1000
+
+
+def test_the_long_video_holds_each_clips_last_frame_with_noisy_keypoints_if_asked(tmp_path):
+    generate_demo_dataset(tmp_path, seed=1, num_train=1, num_dev=1, num_test=3, vocab_size=4,
+                          frame_size=(32, 32), max_glosses=2)  # fmt: skip
+    still = bench.long_video(tmp_path, 2, 0.4)
+    noisy = bench.long_video(tmp_path, 2, 0.4, gap_noise=0.4)
+    first = still.clips[0]
+    gap = slice(first.frames, first.frames + still.gap)
+    assert still.gap == 10 and len(still.clips) == 2 and still.clips[1].start == first.frames + 10
+    assert (still.frames[gap] == still.frames[first.frames - 1]).all()
+    assert (still.keypoints[gap] == still.keypoints[first.frames - 1]).all()
+    assert np.array_equal(noisy.frames, still.frames)
+    assert np.array_equal(noisy.keypoints[: first.frames], still.keypoints[: first.frames])
+    moved = noisy.keypoints[gap, :, :2] - still.keypoints[gap, :, :2]
+    assert (
+        0.3 < moved.std() < 0.5 and (noisy.keypoints[gap, :, 2] == still.keypoints[gap, :, 2]).all()
+    )
