@@ -764,6 +764,8 @@ class SignStream:
         """The second pass over model frames ``[segment start, stop)``: the recognition and
         its glosses (decoded as offline), or None and the first pass where it cannot run."""
         start, first_pass = self._segment_start, tuple(sentence.glosses)
+        if stop - start < max(self.pipeline.s2g.cfg.data.min_num_frames, HEAD_STRIDE):
+            return None, first_pass  # a twitch of the hands: too short for the model
         if start < self._held_from:
             self._notice(
                 f"{self.name}, sentence {sentence.index + 1}: {stop - start} frames, more than "

@@ -252,6 +252,7 @@ def score(video: LongVideo, reference: Offline, run: Streamed) -> dict:
         "pause_from": run.options.pause_from,
         "pause_s": run.options.pause_s,
         "margin": run.options.pause_margin_frames,
+        "still_speed": run.options.still_speed,
         "wer_stream": wer,
         **_latency_figures(latencies, ""),
         "realtime_factor": run.compute_s / duration,
@@ -614,6 +615,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pause-from", default=StreamOptions.pause_from,
                         choices=("glosses", "hands"),
                         help="what ends a sentence (StreamOptions.pause_from)")  # fmt: skip
+    parser.add_argument("--still-speed", type=float, default=StreamOptions.still_speed,
+                        help="with --pause-from hands: StreamOptions.still_speed")  # fmt: skip
     parser.add_argument("--margin", type=int, default=StreamOptions.pause_margin_frames,
                         help="with --pause-from hands: StreamOptions.pause_margin_frames")  # fmt: skip
     parser.add_argument("--no-text-updates", action="store_true",
@@ -654,6 +657,7 @@ def main(argv: list[str] | None = None) -> dict:
                 pause_s=args.pause, precision=args.precision,
                 update_text=not args.no_text_updates, revise=args.revise,
                 pause_from=args.pause_from, pause_margin_frames=args.margin,
+                still_speed=args.still_speed,
             )  # fmt: skip
             runs.append(stream(pipeline, video, options, args.clock))
             report["rows"].append(score(video, reference, runs[-1]))

@@ -415,6 +415,18 @@ def test_hands_that_move_while_nothing_is_read_make_no_sentence():
     assert [e.glosses for e in events if isinstance(e, SentenceEnd)] == [("B",)]
 
 
+def test_a_twitch_of_the_hands_too_short_for_the_model_gets_no_second_pass():
+    steps = [o] * 14
+    points = _hand_points(steps)
+    points[24:, 91:, 0] += 1.0  # the hands jump at frame 24 only: frames [23, 26), 3 < 4
+    pipeline = _pipeline(g2t=True)
+    stream = SignStream(pipeline, HANDS)
+    events = [e for i, f in enumerate(_frames(steps)) for e in stream.push(f, i / 25, points[i])]
+    events += stream.finish()
+    assert not [e for e in events if isinstance(e, Revision | SentenceEnd)]
+    assert min(pipeline.s2g.model.windows) >= 8  # the first pass's only: no second pass ran
+
+
 def test_hand_speed_is_in_shoulder_widths_per_second_and_options_are_checked():
     near, far = _hand_points([A, A], scale=2.0), _hand_points([A, A])
     assert hands_speed(near[0], near[1], 0.04) == pytest.approx(0.25 / 4 / 0.04)
