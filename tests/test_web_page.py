@@ -108,3 +108,27 @@ def test_the_camera_shows_the_glosses_of_the_frames_it_sent(served):
         f"latency (median / last) {latency}; engine run "
         f"{driver.find_element(By.ID, 'engine-time').text}"
     )
+
+
+def test_a_revision_replaces_its_sentences_glosses_on_the_page(served):
+    driver = served["browser"].driver
+    driver.get(served["url"])
+    driver.find_element(By.ID, "tab-camera").click()
+    commits = [("A", 0), ("C", 0), ("D", 1)]
+    for gloss, sentence in commits:
+        event = {
+            "kind": "commit",
+            "gloss": gloss,
+            "sentence": sentence,
+            "start_s": 0.0,
+            "end_s": 0.2,
+        }
+        driver.execute_script("showEvent(arguments[0])", event)
+    spans = [{"gloss": g, "start_s": 0.1, "end_s": 0.3} for g in ("A", "B", "C")]
+    revision = {"kind": "revision", "sentence": 0, "spans": spans}
+    driver.execute_script("showEvent(arguments[0])", revision)
+    assert _texts(driver, "#committed .gloss") == ["A", "B", "C", "D"]
+    assert _texts(driver, "#committed .gloss.revised") == ["A", "B", "C"]
+    # a sentence the first pass committed nothing in: its revision comes after the rest
+    driver.execute_script("showEvent(arguments[0])", {**revision, "sentence": 2})
+    assert _texts(driver, "#committed .gloss")[4:] == ["A", "B", "C"]

@@ -192,15 +192,30 @@ function received(message) {
   }
 }
 
+function glossSpan(gloss, sentence, kind = "") {
+  const span = document.createElement("span");
+  span.className = `gloss ${kind}`.trim();
+  span.dataset.sentence = sentence;
+  span.textContent = gloss.gloss;
+  span.title = `${gloss.start_s.toFixed(2)} - ${gloss.end_s.toFixed(2)} s`;
+  return span;
+}
+
 function showEvent(event) {
   if (event.kind === "partial") {
     $("partial").textContent = event.glosses.join(" ");
   } else if (event.kind === "commit") {
-    const span = document.createElement("span");
-    span.className = "gloss";
-    span.textContent = event.gloss;
-    span.title = `${event.start_s.toFixed(2)} - ${event.end_s.toFixed(2)} s`;
-    $("committed").appendChild(span);
+    $("committed").appendChild(glossSpan(event, event.sentence));
+  } else if (event.kind === "revision") {
+    // the second pass's glosses take the place of the sentence's first-pass ones
+    const first = $("committed").querySelectorAll(`.gloss[data-sentence="${event.sentence}"]`);
+    const revised = event.spans.map((span) => glossSpan(span, event.sentence, "revised"));
+    if (first.length) {
+      first[0].before(...revised);
+      first.forEach((span) => span.remove());
+    } else {
+      $("committed").append(...revised);
+    }
   } else if (event.kind === "text") {
     $("running-text").textContent = event.text;
   } else if (event.kind === "sentence") {
