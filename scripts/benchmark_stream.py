@@ -27,6 +27,9 @@ window equals its whole-video class, per frames after it (the look-ahead the mod
 ``--phoenix-seconds`` also streams frames of the published Phoenix-2014T size through the
 TwoStream S2G network at its published size (random weights: only the time counts) per
 ``--precisions``. ``--threads 1`` on a busy CPU (docs/live.md). Figures: docs/live.md.
+``--revise --pause-from hands`` scores the second pass over sentences cut where the hands
+rest (``--pause-plot`` draws them, ``--margin``/``--still-speed`` set the rule,
+``--gap-noise`` jitters the held frames' keypoints, ``--split dev`` to choose on).
 """
 
 from __future__ import annotations
