@@ -50,6 +50,11 @@ How it works (docs/live.md has the measurements):
   committed glosses (``revision``); the sentence is translated from that pass. The frames
   since the last pause are held for it (at most ``REVISE_MAX_WINDOWS`` times the model's
   ``max_num_frames``; a longer sentence keeps its first pass, with a notice).
+* **Pauses from the hands** (``pause_from="hands"``). A pause is both hands' centres slower
+  than ``still_speed`` shoulder widths a second for ``pause_s``, read from the keypoints at
+  each step's end; a sentence runs from ``pause_margin_frames`` before the hands began to
+  move to as many after they stopped, and that is what the second pass recognises. The
+  first pass is the same either way; only where sentences end differs.
 """
 
 from __future__ import annotations
