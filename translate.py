@@ -193,8 +193,8 @@ def add_stream_options(live) -> None:
         "--pause-from",
         default=defaults.pause_from,
         choices=PAUSE_SOURCES,
-        help="what a pause is: blank glosses, or the hands still (from the keypoints; windows "
-        "then start where the hands began to move)",
+        help="what a pause is: blank glosses, or the hands still (from the keypoints; with "
+        "--revise the second pass sees from where the hands began to move to where they stopped)",
     )
     live.add_argument(
         "--still-speed",
