@@ -430,6 +430,7 @@ class SignStream:
         self.reads_keypoints = "keypoint" in cfg.data.input_streams
         self._size = frame_size_of(cfg)
         self._rate = frame_rate_of(cfg)
+        self._fps = self._rate or 25.0  # None (the source's own rate) counts as 25
         self._resampler = _Resampler(self._rate)
         self.events: list[StreamEvent] = []
         self._pending: list[StreamEvent] = []
@@ -594,7 +595,7 @@ class SignStream:
         frame after a pause starts the next sentence (less the margin)."""
         index, previous = self._count, self._hand_points
         self._hand_points = points[:, :2]
-        seconds = 1 / (self._rate or 25.0)
+        seconds = 1 / self._fps
         if previous is None or hands_speed(previous, points, seconds) < self.options.still_speed:
             if self._still_from is None:
                 self._still_from = index
@@ -609,7 +610,7 @@ class SignStream:
         """The hands have been still for ``pause_s`` since they last moved."""
         if self._resting or self._still_from is None:
             return False
-        still_s = (self._count - self._still_from) / (self._rate or 25.0)
+        still_s = (self._count - self._still_from) / self._fps
         return still_s >= self.options.pause_s
 
     def _hands_pause(self, recognised: bool) -> None:
@@ -684,7 +685,7 @@ class SignStream:
         self._emit(
             RunTiming, frames=self._count, window=(stop - len(clip.frames), stop),
             final_steps=self._final, recognition_s=seconds, total_compute_s=self._compute_s,
-            realtime_factor=self._compute_s / max(self._times[-1] + 1 / (self._rate or 25), 1e-9),
+            realtime_factor=self._compute_s / max(self._times[-1] + 1 / self._fps, 1e-9),
         )  # fmt: skip
 
     def _finalise(self, step: int, label: int) -> None:
@@ -693,12 +694,12 @@ class SignStream:
             self._close_run(step)
             self._run = _Run(label, step)
         self._blank_steps = self._blank_steps + 1 if label == BLANK_ID else 0
-        pause = self._blank_steps * HEAD_STRIDE / (self._rate or 25.0)
+        pause = self._blank_steps * HEAD_STRIDE / self._fps
         if pause >= self.options.pause_s and not self._hands:
             if self._sentence.glosses:
                 self._end_sentence((step + 1) * HEAD_STRIDE)
             else:  # rest between sentences: a second pass keeps the last pause of it
-                rest = int(self.options.pause_s * (self._rate or 25.0)) // HEAD_STRIDE * HEAD_STRIDE
+                rest = int(self.options.pause_s * self._fps) // HEAD_STRIDE * HEAD_STRIDE
                 self._segment_start = max(self._segment_start, (step + 1) * HEAD_STRIDE - rest)
 
     def _close_run(self, end: int) -> None:
@@ -738,7 +739,7 @@ class SignStream:
             last - first,
             times,
             np.asarray(self._source_index[begin:stop]),
-            1 / (self._rate or 25),
+            1 / self._fps,
         )
         return {**span, "steps": [first, last]}
 
@@ -784,7 +785,7 @@ class SignStream:
             np.stack(self._points[begin:end]) if self._points else None,
             np.asarray(self._times[start:stop]),
             np.asarray(self._source_index[start:stop]),
-            {"path": self.name, "fps": self._rate or 25.0},
+            {"path": self.name, "fps": self._fps},
         )
         stage = self.pipeline.s2g
         with autocast_context(self.options.precision, self.device):

@@ -60,6 +60,7 @@ from dataset.frames import ZipFrameReader, phoenix2014t_member  # noqa: E402
 from dataset.gloss_vocabulary import BLANK_ID  # noqa: E402
 from engine.experiment import build_task_model, build_vocabularies  # noqa: E402
 from engine.streaming import (  # noqa: E402
+    PAUSE_SOURCES,
     CommittedGloss,
     Revision,
     RunTiming,
@@ -480,13 +481,13 @@ def print_table(rows: list[dict], base: dict) -> None:
         print("\nthe second pass at each pause (--revise): its glosses, timed when it gave them")
         print("| stride | look-ahead | window | WER | WER - offline | latency median | p95 | max |")
         print("|---|---|---|---|---|---|---|---|")
-    for r in revised:
-        print(
-            f"| {r['stride']} | {r['lookahead']} | {r['window']} | {r['wer_revised']:.2f} | "
-            f"{r['wer_revised'] - base['wer_offline']:+.2f} | "
-            f"{_s(r['latency_revised_median_s'])} | {_s(r['latency_revised_p95_s'])} | "
-            f"{_s(r['latency_revised_max_s'])} |"
-        )
+        for r in revised:
+            print(
+                f"| {r['stride']} | {r['lookahead']} | {r['window']} | {r['wer_revised']:.2f} | "
+                f"{r['wer_revised'] - base['wer_offline']:+.2f} | "
+                f"{_s(r['latency_revised_median_s'])} | {_s(r['latency_revised_p95_s'])} | "
+                f"{_s(r['latency_revised_max_s'])} |"
+            )
 
 
 def _s(value: float | None) -> str:
@@ -615,8 +616,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="the run's models (glosses: S2G alone)")  # fmt: skip
     parser.add_argument("--revise", action="store_true",
                         help="a second pass over each sentence at its pause (StreamOptions.revise)")  # fmt: skip
-    parser.add_argument("--pause-from", default=StreamOptions.pause_from,
-                        choices=("glosses", "hands"),
+    parser.add_argument("--pause-from", default=StreamOptions.pause_from, choices=PAUSE_SOURCES,
                         help="what ends a sentence (StreamOptions.pause_from)")  # fmt: skip
     parser.add_argument("--still-speed", type=float, default=StreamOptions.still_speed,
                         help="with --pause-from hands: StreamOptions.still_speed")  # fmt: skip
